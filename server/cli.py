@@ -1,0 +1,31 @@
+"""Command-line entry point: settings from argv and the environment, then run the app."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+from aiohttp import web
+
+from server.app import create_app
+from server.config import configure_logging, load_settings
+from simulation import FleetSpecError
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> None:
+    settings = load_settings(
+        sys.argv[1:] if argv is None else argv, os.environ if environ is None else environ
+    )
+    configure_logging(settings.log_level)
+    try:
+        app = create_app(settings)
+    except (FleetSpecError, OSError) as error:
+        sys.exit(f"python -m server: cannot load the fleet: {error}")
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        shutdown_timeout=settings.shutdown_timeout_s,
+        print=None,
+    )

@@ -1,0 +1,21 @@
+"""Typed application keys, declared once."""
+
+from __future__ import annotations
+
+import weakref
+
+from aiohttp import web
+
+from server.clock import Clock
+from server.config import Settings
+from server.engine import Engine
+from server.hub import Hub
+from server.store import Store
+
+settings_key = web.AppKey("settings", Settings)
+clock_key = web.AppKey("clock", Clock)
+store_key = web.AppKey("store", Store)
+hub_key = web.AppKey("hub", Hub)
+engine_key = web.AppKey("engine", Engine)
+machines_json_key = web.AppKey("machines_json", bytes)
+websockets_key = web.AppKey("websockets", weakref.WeakSet[web.WebSocketResponse])
