@@ -114,7 +114,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         type=_positive_int,
     )
     option(
-        "--socket-send-buffer-bytes", "SOCKET_SEND_BUFFER_BYTES", str(128 * 1024),
+        "--socket-send-buffer-bytes",
+        "SOCKET_SEND_BUFFER_BYTES",
+        str(128 * 1024),
         "kernel send buffer (SO_SNDBUF) of each WebSocket subscriber, bounding what a stalled "
         "peer holds in the kernel",
         type=_positive_int,

@@ -48,6 +48,10 @@ class Engine:
             else None
         )
 
+    @property
+    def uses_worker_thread(self) -> bool:
+        return self._executor is not None
+
     async def prime(self) -> None:
         """Compute the first frame before serving, so every read has data from the start."""
         self.store.publish(await self._step())

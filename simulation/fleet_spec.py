@@ -10,7 +10,7 @@ from typing import Any
 
 MACHINE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_FLEET_SIZE = 5_000_000
-_ENTRY_HEADER = re.compile(r"^\s*\[\[\s*machines\s*\]\]", re.MULTILINE)
+_ENTRY_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*machines[ \t]*\]\]", re.MULTILINE)
 _ENTRY_KEYS = frozenset({"id", "type", "count", "id_prefix", "start"})
 
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+
 from server.app import create_app
 from server.config import Settings
-
 from tests.clock import ManualClock
 
 TEST_SEED = 20261130

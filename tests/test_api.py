@@ -6,7 +6,6 @@ import json
 import re
 
 from server.keys import engine_key
-
 from tests.conftest import TEST_SEED, MakeServer
 
 SEED_MACHINES = [
@@ -17,8 +16,12 @@ SEED_MACHINES = [
 SEED_SENSORS = {
     "robotic_arm": ["joint_1_angle", "temperature_core", "vibration_level", "power_consumption"],
     "cnc_mill": [
-        "spindle_speed", "tool_temperature", "axis_x_position", "axis_y_position",
-        "axis_z_position", "vibration_spindle",
+        "spindle_speed",
+        "tool_temperature",
+        "axis_x_position",
+        "axis_y_position",
+        "axis_z_position",
+        "vibration_spindle",
     ],
     "conveyor_belt": ["belt_speed", "motor_load", "bearing_temperature", "items_processed"],
 }

@@ -1,15 +1,14 @@
-"""WebSocket streams over real sockets: one frame per tick, shared samples, errors, slow consumers."""
+"""WebSocket streams on real sockets: a frame per tick, shared samples, errors, slow consumers."""
 
 from __future__ import annotations
 
-import asyncio
 import struct
 
 import pytest
 from aiohttp import WSMsgType
+
 from server.hub import SLOW_CONSUMER_CODE, SLOW_CONSUMER_REASON
 from server.keys import hub_key
-
 from tests.conftest import MakeServer
 from tests.rawsocket import open_non_reader, read_until_closed
 
@@ -69,8 +68,11 @@ async def test_websocket_from_a_foreign_origin_is_refused(make_server: MakeServe
     response = await harness.client.get(
         "/ws/machines/robot_01",
         headers={
-            "Origin": "http://evil.example", "Upgrade": "websocket", "Connection": "Upgrade",
-            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13",
+            "Origin": "http://evil.example",
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Version": "13",
         },
     )
     assert response.status == 403

@@ -1,0 +1,70 @@
+"""Settings from flags and the environment: defaults, precedence and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server.config import Settings, build_parser, load_settings
+
+
+def test_defaults_match_the_seed() -> None:
+    settings = load_settings([], {})
+    assert (settings.host, settings.port, settings.tick_hz) == ("0.0.0.0", 7000, 10.0)
+    assert settings.cors_origins == ("*",)
+    assert settings.seed is None
+    assert settings == Settings()
+
+
+def test_environment_fills_every_option() -> None:
+    environ = {
+        "PORT": "5001",
+        "HOST": "127.0.0.1",
+        "TICK_HZ": "20",
+        "SEED": "42",
+        "FLEET": "plant.toml",
+        "CORS_ORIGINS": "http://a.example/, http://b.example",
+        "LOG_LEVEL": "DEBUG",
+    }
+    settings = load_settings([], environ)
+    assert settings.port == 5001
+    assert settings.host == "127.0.0.1"
+    assert settings.tick_hz == 20.0
+    assert settings.seed == 42
+    assert settings.fleet == Path("plant.toml")
+    assert settings.cors_origins == ("http://a.example", "http://b.example")
+    assert settings.log_level == "debug"
+
+
+def test_flags_win_over_the_environment() -> None:
+    settings = load_settings(["--port", "6000", "--seed", "1"], {"PORT": "5001", "SEED": "9"})
+    assert (settings.port, settings.seed) == (6000, 1)
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "complaint"),
+    [
+        ([], {"PORT": "web"}, "--port: not an integer: 'web'"),
+        (["--port", "70000"], {}, "port must be 0..65535"),
+        (["--tick-hz", "0"], {}, "tick rate must be in"),
+        (["--tick-hz", "nan"], {}, "not a finite number"),
+        (["--seed", "-3"], {}, "seed must be a non-negative integer"),
+        (["--log-level", "loud"], {}, "invalid choice: 'loud'"),
+        (["--cors-origins", " , "], {}, "give at least one origin"),
+        (["--stall-timeout", "0"], {}, "must be a positive number"),
+    ],
+)
+def test_bad_values_stop_with_a_usage_error(
+    argv: list[str], environ: dict[str, str], complaint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        load_settings(argv, environ)
+    assert stopped.value.code == 2
+    assert complaint in capsys.readouterr().err
+
+
+def test_help_names_each_environment_variable() -> None:
+    text = build_parser({}).format_help()
+    for variable in ("PORT", "HOST", "TICK_HZ", "SEED", "FLEET", "CORS_ORIGINS", "LOG_LEVEL"):
+        assert f"[env {variable}]" in text

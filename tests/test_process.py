@@ -1,0 +1,107 @@
+"""``python -m server`` as a real process: start-up, fleet errors, and graceful SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import WSMsgType
+
+START_LIMIT_S = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def server_process() -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--seed",
+        "5",
+        env={"PORT": str(port), "PATH": "/usr/bin:/bin"},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await _wait_until_serving(port, process)
+        yield process, port
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def _wait_until_serving(port: int, process: asyncio.subprocess.Process) -> None:
+    deadline = time.monotonic() + START_LIMIT_S
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            assert process.returncode is None, "the server exited during start-up"
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.05)
+    raise AssertionError(f"server not serving on port {port} after {START_LIMIT_S} s")
+
+
+async def test_port_comes_from_the_environment_and_sigterm_closes_streams_with_1001(
+    server_process: tuple[asyncio.subprocess.Process, int],
+) -> None:
+    process, port = server_process
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"http://127.0.0.1:{port}/ws/machines/robot_01") as ws,
+    ):
+        assert (await ws.receive_json())["machine_id"] == "robot_01"
+        process.send_signal(signal.SIGTERM)
+        message = await ws.receive(timeout=10)
+        while message.type is WSMsgType.TEXT:
+            message = await ws.receive(timeout=10)
+        assert message.type is WSMsgType.CLOSE
+        assert ws.close_code == aiohttp.WSCloseCode.GOING_AWAY
+    assert await asyncio.wait_for(process.wait(), timeout=10) == 0
+
+
+def test_a_bad_fleet_file_stops_start_up_naming_the_line(tmp_path) -> None:
+    fleet = tmp_path / "plant.toml"
+    fleet.write_text(
+        '[[machines]]\nid = "r1"\ntype = "robotic_arm"\n\n[[machines]]\nid = "x"\ntype = "lathe"\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "--fleet", str(fleet), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert f"{fleet}:5: machines entry 2: unknown or missing type 'lathe'" in result.stderr
+
+
+def test_help_explains_the_options() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "--tick-hz" in result.stdout
+    assert "[env PORT]" in result.stdout

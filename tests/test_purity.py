@@ -1,0 +1,30 @@
+"""``simulation/`` stays pure: no event loop, no web framework, no wall clock, no global RNG."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+FORBIDDEN = {"asyncio", "aiohttp", "time", "datetime", "random", "threading", "socket", "server"}
+SIMULATION = Path(__file__).resolve().parent.parent / "simulation"
+
+
+@pytest.mark.parametrize("path", sorted(SIMULATION.rglob("*.py")), ids=lambda p: p.name)
+def test_simulation_imports_no_io(path: Path) -> None:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            imported.add(node.module.split(".")[0])
+    assert not imported & FORBIDDEN
+
+
+@pytest.mark.parametrize("path", sorted(SIMULATION.rglob("*.py")), ids=lambda p: p.name)
+def test_simulation_uses_no_global_numpy_random_state(path: Path) -> None:
+    source = path.read_text()
+    for legacy in ("np.random.seed", "np.random.rand(", "np.random.normal", "np.random.uniform"):
+        assert legacy not in source
