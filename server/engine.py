@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 @dataclass(slots=True)
 class EngineStats:
     ticks: int = 0
-    late_ticks: int = 0
+    skipped_ticks: int = 0
+    last_lateness_s: float = 0.0
     last_tick_at: float = 0.0
     last_step_s: float = 0.0
     last_tick_s: float = 0.0
@@ -31,7 +32,7 @@ class EngineStats:
 
 
 class Engine:
-    """Tick k is due at ``t0 + k / tick_hz``; a late tick is counted and skipped, never made up."""
+    """Tick k is due at ``t0 + k / tick_hz``; slots a late tick overran are counted, not made up."""
 
     def __init__(
         self, fleet: Fleet, store: Store, hub: Hub, *, tick_hz: float, clock: Clock
@@ -66,10 +67,11 @@ class Engine:
             due = start + slot * self.period_s
             await self.clock.sleep_until(due)
             began = self.clock.now()
+            self.stats.last_lateness_s = began - due
             missed = math.floor((began - due) / self.period_s)
             if missed > 0:
                 slot += missed
-                self.stats.late_ticks += missed
+                self.stats.skipped_ticks += missed
                 log.debug("tick overrun: %d slot(s) skipped", missed)
             step_began = self.clock.now()
             frame = await self._step()

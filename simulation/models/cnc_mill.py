@@ -1,0 +1,369 @@
+"""A vectorised 3-axis CNC mill running a pocketing program: spindle, tool heat, axes, vibration.
+
+Every instance loops the same program shape (rapid in, plunge, zig-zag passes at several depths,
+retract, rapid home, dwell for the part change) with its own dimensions, feeds and speeds. The
+current move of each instance is a segment index plus the time spent in it; a move that is a feed
+move in material sets the cutting load (spindle power used / rated power, 0..1) that drives the
+spindle's speed dip, the tool's heating and the spindle vibration.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from simulation.models.base import MachineModel, SensorSpec
+from simulation.signals import first_order_lag, lag_gain, uniform
+
+
+class Move:
+    """Codes for the kind of a program segment; the kinds that remove material carry a load."""
+
+    RAPID = 0  # G0 positioning in air
+    PLUNGE = 1  # G1 down in z at plunge feed, full tool diameter in material
+    CUT = 2  # G1 zig-zag pass at the programmed feed, radial engagement = stepover
+    SLOT = 3  # G1 at full width: the first pass of a depth level and the stepover moves
+    DWELL = 4  # standing at home with the spindle running: part change, probing
+    KINDS = 5  # how many kinds there are (not a kind)
+
+
+ZIGZAG_LINES = 8  # passes per depth level
+DEPTH_LEVELS = 3  # depth steps per pocket
+MIN_SEGMENT_S = 1e-3  # floor for a segment's duration, so every segment consumes time
+VIBRATION_LOG_SIGMA = 0.15  # spread of successive RMS readings (lognormal)
+VIBRATION_FLOOR_MM_S = 0.02  # sensor noise floor, mm/s RMS
+SPINDLE_NOISE_FRACTION = 5e-4  # speed read-out jitter (std) as a fraction of the setpoint
+
+
+def _pocket_program() -> tuple[np.ndarray, np.ndarray]:
+    """The program shared by all instances: segment kinds and start/end waypoint matrices.
+
+    A waypoint ``(pocket, x_frac, y_frac, safe, clear, level)`` stands for the point
+    ``x = pocket*x0 + x_frac*path_length``, ``y = pocket*y0 + y_frac*path_width``,
+    ``z = safe*safe_z + clear*clearance_z - level*depth_per_level``; home is ``(0, 0, safe_z)``.
+    Each is a ``(3, 7)`` matrix acting on an instance's program vector
+    ``(x0, path_length, y0, path_width, safe_z, clearance_z, depth_per_level)``.
+    """
+    home = (0.0, 0.0, 0.0, 1.0, 0.0, 0.0)
+
+    def at(
+        x: float, y: float, *, safe: float = 0.0, clear: float = 0.0, level: float = 0.0
+    ) -> tuple[float, ...]:
+        """A point in the pocket at fractions ``x``, ``y`` of the path."""
+        return (1.0, x, y, safe, clear, level)
+
+    moves = [(Move.RAPID, at(0.0, 0.0, safe=1.0))]
+    x = 0.0
+    for level in range(1, DEPTH_LEVELS + 1):
+        moves.append((Move.RAPID, at(0.0, 0.0, clear=1.0, level=level - 1)))
+        moves.append((Move.PLUNGE, at(0.0, 0.0, level=level)))
+        x = 0.0
+        for line in range(ZIGZAG_LINES):
+            y = line / (ZIGZAG_LINES - 1)
+            if line:
+                moves.append((Move.SLOT, at(x, y, level=level)))
+            x = 1.0 - x
+            moves.append((Move.SLOT if line == 0 else Move.CUT, at(x, y, level=level)))
+        moves.append((Move.RAPID, at(x, 1.0, clear=1.0)))
+        if level < DEPTH_LEVELS:
+            moves.append((Move.RAPID, at(0.0, 0.0, clear=1.0)))
+    moves.append((Move.RAPID, at(x, 1.0, safe=1.0)))
+    moves.append((Move.RAPID, home))
+    moves.append((Move.DWELL, home))
+
+    def matrix(point: tuple[float, ...]) -> list[list[float]]:
+        pocket, x_frac, y_frac, safe, clear, level = point
+        return [
+            [pocket, x_frac, 0.0, 0.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, pocket, y_frac, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0, 0.0, safe, clear, -level],
+        ]
+
+    kinds = np.array([kind for kind, _ in moves], dtype=np.int64)
+    ends = [matrix(point) for _, point in moves]
+    starts = ends[-1:] + ends[:-1]
+    return kinds, np.concatenate([np.array(starts), np.array(ends)], axis=1)
+
+
+_KINDS, _SEGMENT_POINTS = _pocket_program()  # (segments,), (segments, 6 = start xyz + end xyz, 7)
+SEGMENT_COUNT = len(_KINDS)
+_NEXT = np.roll(np.arange(SEGMENT_COUNT), -1)
+
+
+class CncMill(MachineModel):
+    """A 3-axis mill pocketing aluminium parts in a loop, 12,000-24,000 rpm high-speed spindle."""
+
+    TYPE_NAME = "cnc_mill"
+    SENSORS = (
+        SensorSpec(
+            name="spindle_speed",
+            unit="rpm",
+            description="Measured spindle speed; dips a few percent under cutting load",
+            typical_min=11_000,
+            typical_max=24_100,
+            decimals=0,
+        ),
+        SensorSpec(
+            name="tool_temperature",
+            unit="°C",
+            description="Tool shank temperature; heats while cutting, cools on rapids and dwells",
+            typical_min=20,
+            typical_max=230,
+            decimals=1,
+        ),
+        SensorSpec(
+            name="axis_x_position",
+            unit="mm",
+            description="X axis position in the work coordinate system",
+            typical_min=0,
+            typical_max=350,
+            decimals=3,
+        ),
+        SensorSpec(
+            name="axis_y_position",
+            unit="mm",
+            description="Y axis position in the work coordinate system",
+            typical_min=0,
+            typical_max=150,
+            decimals=3,
+        ),
+        SensorSpec(
+            name="axis_z_position",
+            unit="mm",
+            description="Z axis position; 0 is the part's top face, negative inside the part",
+            typical_min=-20,
+            typical_max=75,
+            decimals=3,
+        ),
+        SensorSpec(
+            name="vibration_spindle",
+            unit="mm/s",
+            description="Spindle housing vibration velocity, RMS; rises with cutting load",
+            typical_min=0,
+            typical_max=4.5,
+            decimals=2,
+        ),
+    )
+
+    def __init__(self, count: int, rng: np.random.Generator) -> None:
+        super().__init__(count, rng)
+        self._draw_parameters()
+        self._init_path()
+        self._spindle_rpm = self.spindle_setpoint_rpm.copy()
+        self._tool_temperature_c = self.ambient_c.copy()
+        self._gain_dt_s = np.nan
+        self._spindle_gain = np.zeros(count)
+        self._tool_gain = np.zeros(count)
+
+    # --- parameters -------------------------------------------------------------------------
+
+    def _draw_parameters(self) -> None:
+        """Each instance's machine, tool, program and thermal parameters."""
+        n, rng = self.count, self.rng
+        self.ambient_c = uniform(rng, 20.0, 28.0, n)
+        # Spindle and tool: N = 1000 * Vc / (pi * D), so the cutting speed follows from N and D.
+        self.spindle_setpoint_rpm = uniform(rng, 12_000.0, 24_000.0, n)
+        self.tool_diameter_mm = uniform(rng, 8.0, 12.0, n)
+        self.cutting_speed_m_min = np.pi * self.tool_diameter_mm * self.spindle_setpoint_rpm / 1000
+        self.spindle_power_w = uniform(rng, 800.0, 1_500.0, n)
+        self.spindle_tau_s = uniform(rng, 0.1, 0.4, n)
+        self.spindle_droop_full_load = uniform(rng, 0.04, 0.08, n)
+        self.specific_cutting_energy_j_mm3 = uniform(rng, 0.6, 0.9, n)  # aluminium alloys
+        # Program: feeds, rapids and the pocket's geometry.
+        self.feed_mm_min = uniform(rng, 800.0, 2_000.0, n)
+        self.plunge_feed_mm_min = self.feed_mm_min * uniform(rng, 0.25, 0.5, n)
+        self.rapid_mm_min = uniform(rng, 5_000.0, 15_000.0, n)
+        self.stepover_mm = self.tool_diameter_mm * uniform(rng, 0.3, 0.5, n)
+        self.depth_per_level_mm = self.tool_diameter_mm * uniform(rng, 0.3, 0.5, n)
+        self.pocket_length_mm = uniform(rng, 80.0, 200.0, n)
+        self.pocket_x_mm = uniform(rng, 20.0, 150.0, n)
+        self.pocket_y_mm = uniform(rng, 20.0, 100.0, n)
+        self.safe_z_mm = uniform(rng, 25.0, 75.0, n)
+        self.clearance_z_mm = uniform(rng, 1.0, 5.0, n)
+        self.dwell_s = uniform(rng, 10.0, 40.0, n)
+        # Tool heat and vibration.
+        self.tool_tau_s = uniform(rng, 20.0, 90.0, n)
+        self.tool_rise_full_load_c = uniform(rng, 180.0, 220.0, n)
+        self.vibration_idle_mm_s = uniform(rng, 0.3, 0.6, n)
+        self.vibration_full_load_mm_s = uniform(rng, 1.5, 2.5, n)
+        # Derived program quantities.
+        self._program_vector = np.stack(
+            [
+                self.pocket_x_mm,
+                self.pocket_length_mm - self.tool_diameter_mm,  # tool-centre path
+                self.pocket_y_mm,
+                (ZIGZAG_LINES - 1) * self.stepover_mm,
+                self.safe_z_mm,
+                self.clearance_z_mm,
+                self.depth_per_level_mm,
+            ],
+            axis=1,
+        )
+        self._droop_rpm = self.spindle_droop_full_load * self.spindle_setpoint_rpm
+        self._jitter_span_rpm = SPINDLE_NOISE_FRACTION * np.sqrt(12.0) * self.spindle_setpoint_rpm
+        self._vibration_idle_per_rpm = self.vibration_idle_mm_s / self.spindle_setpoint_rpm
+        self._move_table = self._build_move_table()
+
+    def _build_move_table(self) -> np.ndarray:
+        """Per instance and move kind ``(count, kinds, 3)``: s per mm, fixed s, cutting load.
+
+        A move lasts ``length * s_per_mm + fixed_s``: moves have no fixed time, a dwell (zero
+        length) is all fixed time.
+        """
+        feed = self.feed_mm_min / 60
+        plunge = self.plunge_feed_mm_min / 60
+        rapid = self.rapid_mm_min / 60
+        s_per_mm = 1.0 / np.stack([rapid, plunge, feed, feed, rapid], axis=1)
+        fixed_s = np.zeros((self.count, Move.KINDS))
+        fixed_s[:, Move.DWELL] = self.dwell_s
+        depth = self.depth_per_level_mm
+        diameter = self.tool_diameter_mm
+        # A plunge starts at the clearance height: only the last `depth` of it is in material.
+        plunge_in_material = depth / (depth + self.clearance_z_mm)
+        removal_mm3_s = np.stack(
+            [
+                np.zeros(self.count),
+                np.pi / 4 * diameter**2 * plunge * plunge_in_material,
+                self.stepover_mm * depth * feed,
+                diameter * depth * feed,
+                np.zeros(self.count),
+            ],
+            axis=1,
+        )
+        power_w = self.specific_cutting_energy_j_mm3[:, None] * removal_mm3_s
+        load = np.minimum(power_w / self.spindle_power_w[:, None], 1.0)
+        return np.stack([s_per_mm, fixed_s, load], axis=2)
+
+    # --- tool path ----------------------------------------------------------------------------
+
+    def _init_path(self) -> None:
+        """Start every instance at a random point of its program, so the fleet is not in step."""
+        n = self.count
+        self._segment = np.zeros(n, dtype=np.int64)
+        self._segment_time_s = np.zeros(n)
+        self._segment_duration_s = np.zeros(n)
+        self._segment_motion = np.zeros((6, n))  # start x, y, z (mm); velocity x, y, z (mm/s)
+        self._segment_load = np.zeros(n)
+        everyone = np.arange(n)
+        self._cycle_s = np.zeros(n)
+        for segment in range(SEGMENT_COUNT):
+            self._cycle_s += self._enter_segment(everyone, np.full(n, segment, dtype=np.int64))[0]
+        self._enter_segment(everyone, self.rng.integers(0, SEGMENT_COUNT, n))
+        self._segment_time_s = self._segment_duration_s * self.rng.random(n)
+        self._cutting_load = self._segment_load.copy()
+
+    def _enter_segment(self, idx: np.ndarray, segment: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Put instances ``idx`` at the start of ``segment``; return its duration and load."""
+        kind = _KINDS[segment]
+        motion = (_SEGMENT_POINTS[segment] @ self._program_vector[idx, :, None])[:, :, 0]
+        delta = motion[:, 3:]  # end minus start, then divided by the duration: velocity
+        delta -= motion[:, :3]
+        s_per_mm, fixed_s, load = self._move_table[idx, kind].T
+        duration_s = np.sqrt(np.einsum("ij,ij->i", delta, delta)) * s_per_mm + fixed_s
+        np.maximum(duration_s, MIN_SEGMENT_S, out=duration_s)
+        delta /= duration_s[:, None]
+        self._segment[idx] = segment
+        self._segment_duration_s[idx] = duration_s
+        self._segment_motion[:, idx] = motion.T
+        self._segment_load[idx] = load
+        return duration_s, load
+
+    def _advance_path(self, dt_s: float) -> None:
+        """Move every instance ``dt_s`` along its program; set the step's mean cutting load."""
+        self._segment_time_s += dt_s
+        np.copyto(self._cutting_load, self._segment_load)
+        crossed = np.flatnonzero(self._segment_time_s >= self._segment_duration_s)
+        if crossed.size:
+            self._cross_segments(crossed, dt_s)
+
+    def _cross_segments(self, idx: np.ndarray, dt_s: float) -> None:
+        """Carry instances ``idx`` over the segment ends they reached, as many as ``dt_s`` covers.
+
+        The step's mean load is corrected by the time spent in each later segment. Whole program
+        cycles inside one step are skipped (fmod), so the loop runs at most about SEGMENT_COUNT
+        times (each time over the instances still crossing): every segment lasts > 0.
+        """
+        excess_s = np.fmod(
+            self._segment_time_s[idx] - self._segment_duration_s[idx], self._cycle_s[idx]
+        )
+        old_load = self._segment_load[idx]
+        while True:
+            duration_s, load = self._enter_segment(idx, _NEXT[self._segment[idx]])
+            self._cutting_load[idx] += (load - old_load) * (excess_s / dt_s)
+            inside = excess_s < duration_s
+            if inside.all():
+                self._segment_time_s[idx] = excess_s
+                return
+            self._segment_time_s[idx[inside]] = excess_s[inside]
+            onward = ~inside
+            excess_s = excess_s[onward] - duration_s[onward]
+            old_load = load[onward]
+            idx = idx[onward]
+
+    # --- physics ------------------------------------------------------------------------------
+
+    def _lag_gains(self, dt_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """Exact first-order gains (spindle, tool) for ``dt_s``; recomputed only when dt changes."""
+        if dt_s != self._gain_dt_s:
+            self._gain_dt_s = dt_s
+            self._spindle_gain = lag_gain(dt_s, self.spindle_tau_s)
+            self._tool_gain = lag_gain(dt_s, self.tool_tau_s)
+        return self._spindle_gain, self._tool_gain
+
+    def _update_spindle(self, load: np.ndarray, dt_s: float) -> None:
+        """Speed lags toward the setpoint minus a droop proportional to the cutting load."""
+        target = self._droop_rpm * load
+        np.subtract(self.spindle_setpoint_rpm, target, out=target)
+        first_order_lag(self._spindle_rpm, target, self._lag_gains(dt_s)[0])
+
+    def _update_tool_temperature(self, sqrt_load: np.ndarray, dt_s: float) -> None:
+        """Tool heats toward ``ambient + rise_full_load * sqrt(load)``; at no load it cools."""
+        target = self.tool_rise_full_load_c * sqrt_load
+        target += self.ambient_c
+        first_order_lag(self._tool_temperature_c, target, self._lag_gains(dt_s)[1])
+
+    def _read_spindle_speed(self, out: np.ndarray) -> None:
+        """Measured speed: spindle speed plus encoder jitter (uniform, std 0.05 % of setpoint)."""
+        jitter = self.rng.random(self.count)
+        jitter -= 0.5
+        np.multiply(jitter, self._jitter_span_rpm, out=out)
+        out += self._spindle_rpm
+
+    def _read_vibration(self, sqrt_load: np.ndarray, out: np.ndarray) -> None:
+        """RMS velocity: idle level (scales with speed) plus a cutting term, lognormal scatter."""
+        np.multiply(self._spindle_rpm, self._vibration_idle_per_rpm, out=out)
+        out += self.vibration_full_load_mm_s * sqrt_load
+        scatter = self.rng.standard_normal(self.count)
+        scatter *= VIBRATION_LOG_SIGMA
+        np.exp(scatter, out=scatter)
+        out *= scatter
+        out += VIBRATION_FLOOR_MM_S
+
+    def _read_positions(self, out: np.ndarray) -> None:
+        """Axis positions ``(3, count)``: segment start plus velocity times time in segment."""
+        np.multiply(self._segment_motion[3:], self._segment_time_s, out=out)
+        out += self._segment_motion[:3]
+
+    # --- public -------------------------------------------------------------------------------
+
+    @property
+    def cutting_load(self) -> np.ndarray:
+        """Mean cutting load (0..1, spindle power used / rated) over the last step, a copy."""
+        return self._cutting_load.copy()
+
+    @property
+    def move(self) -> np.ndarray:
+        """Kind of the move each instance is in now (codes of :class:`Move`), a new array."""
+        return _KINDS[self._segment]
+
+    def step(self, dt_s: float) -> np.ndarray:
+        self._advance_path(dt_s)
+        load = self._cutting_load
+        self._update_spindle(load, dt_s)
+        sqrt_load = np.sqrt(load)  # heat and vibration grow sub-linearly with the load
+        self._update_tool_temperature(sqrt_load, dt_s)
+        out = np.empty((len(self.SENSORS), self.count))
+        self._read_spindle_speed(out[0])
+        out[1] = self._tool_temperature_c
+        self._read_positions(out[2:5])
+        self._read_vibration(sqrt_load, out[5])
+        return out

@@ -1,0 +1,273 @@
+"""Conveyor belt: items arrive at random, ride the belt and leave; their mass drives the motor.
+
+Each instance is one belt of fixed length running at a setpoint speed. Items arrive as a
+Poisson process whose rate drifts slowly around the instance's design rate; each one rides
+the belt's length at the belt speed and is counted in ``items_processed`` when it leaves
+the far end. The mass on the belt (the *payload*) sets the motor load, the slip of the belt
+on its drive pulley and, through a slow thermal lag of the motor load, the bearing
+temperature.
+
+Items are tracked exactly, for any step length, with a small ring per instance holding the
+belt's odometer reading at each item's arrival: the head item leaves once the belt has
+travelled the belt's length past that reading. Only the head is ever looked at, so a step
+costs O(1) per instance however many items ride the belt. Arrivals and departures inside
+one step are played in order, so long steps (several items on and off) stay exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from simulation.models.base import MachineModel, SensorSpec
+from simulation.signals import first_order_lag, lag_gain, ou_step, uniform
+
+RING_SLOTS = 64  # items one belt can track at once; a power of two (ring index by bit mask)
+_SLOT_MASK = RING_SLOTS - 1
+MAX_ARRIVALS_PER_STEP = 256  # bound of the per-step arrival loop (exact for steps up to ~100 s)
+RATE_DRIFT_TAU_S = 900.0  # s, correlation time of the slow drift of the arrival rate
+RATE_DRIFT_UPDATE_S = 1.0  # s, the drift is advanced (exactly) once this much time has passed
+RATE_DRIFT_STD = 0.12  # relative standard deviation of the arrival rate around its mean
+MIN_RATE_FACTOR = 0.2  # the drifting rate never falls below this share of its mean
+SPEED_NOISE_TAU_S = 2.0  # s, correlation time of the belt-speed fluctuation
+SLIP_JITTER_LOG_STD = 0.3  # std of the log-normal stick-slip factor around the mean slip
+SPEED_REGULATION_STD = 0.0005  # relative speed error of the drive's regulation (1 sigma)
+MOTOR_LOAD_NOISE_PCT = 0.5  # %, measurement noise of the drive's load reading (1 sigma)
+BEARING_ADC_STEP_K = 0.05  # K, resolution of the bearing sensor's converter (uniform error)
+
+
+class ConveyorBelt(MachineModel):
+    """A fleet of in-plant belt conveyors carrying discrete items, stepped together."""
+
+    TYPE_NAME = "conveyor_belt"
+    SENSORS = (
+        SensorSpec(
+            name="belt_speed",
+            unit="m/s",
+            description="Belt surface speed: the drive's setpoint less slip that grows with load",
+            typical_min=0.5,
+            typical_max=2.5,
+            decimals=3,
+        ),
+        SensorSpec(
+            name="motor_load",
+            unit="%",
+            description="Drive motor load: no-load friction plus the mass of the items on the belt",
+            typical_min=15.0,
+            typical_max=70.0,
+            decimals=1,
+        ),
+        SensorSpec(
+            name="bearing_temperature",
+            unit="°C",
+            description="Drive-pulley bearing temperature, a slow thermal lag of the motor load",
+            typical_min=20.0,
+            typical_max=50.0,
+            decimals=2,
+        ),
+        SensorSpec(
+            name="items_processed",
+            unit="items",
+            description="Items that have left the end of the belt since start; never decreases",
+            typical_min=0.0,
+            typical_max=100_000.0,
+            decimals=0,
+            integer=True,
+        ),
+    )
+
+    def __init__(self, count: int, rng: np.random.Generator) -> None:
+        super().__init__(count, rng)
+        self._draw_belt_parameters()
+        self._draw_drive_parameters()
+        self._draw_thermal_parameters()
+        self._init_items()
+        self._init_state()
+
+    # -- parameters ------------------------------------------------------------------------
+
+    def _draw_belt_parameters(self) -> None:
+        """Geometry, speed and the design flow of items of each belt."""
+        n, rng = self.count, self.rng
+        self.speed_setpoint_mps = uniform(rng, 0.5, 2.5, n)  # in-plant belts
+        self.length_m = uniform(rng, 5.0, 50.0, n)
+        self.item_pitch_m = uniform(rng, 0.5, 1.0, n)  # item length plus the smallest gap
+        self.item_mass_kg = uniform(rng, 2.0, 25.0, n)  # parcels and totes
+        # Mean share of the belt's item places in use: the flow the line was designed for.
+        self.design_fill_fraction = uniform(rng, 0.15, 0.35, n)
+        # A belt packed at the pitch holds length / pitch items; the ring bounds what we track.
+        self.capacity_items = np.minimum(
+            np.floor(self.length_m / self.item_pitch_m), RING_SLOTS
+        ).astype(np.int64)
+        # Mean items on the belt = rate * transit time = design_fill_fraction * length / pitch.
+        self.mean_arrival_rate_per_s = (
+            self.design_fill_fraction * self.speed_setpoint_mps / self.item_pitch_m
+        )
+
+    def _draw_drive_parameters(self) -> None:
+        """Motor sizing and belt slip."""
+        n, rng = self.count, self.rng
+        self.no_load_pct = uniform(rng, 15.0, 30.0, n)  # idler and belt friction, empty belt
+        # The drive is sized so that a belt packed at the item pitch is full (100 %) load.
+        self.rated_payload_kg = self.item_mass_kg * self.length_m / self.item_pitch_m
+        self.full_load_slip_fraction = uniform(rng, 0.01, 0.03, n)  # slip fraction at full payload
+
+    def _draw_thermal_parameters(self) -> None:
+        """Ambient and the drive-pulley bearing's thermal response."""
+        n, rng = self.count, self.rng
+        self.ambient_c = uniform(rng, 20.0, 30.0, n)
+        self.bearing_rise_full_load_k = uniform(rng, 15.0, 35.0, n)  # rise at 100 % motor load
+        self.bearing_tau_s = uniform(rng, 300.0, 1200.0, n)  # 5 to 20 min thermal inertia
+
+    # -- state -----------------------------------------------------------------------------
+
+    def _init_items(self) -> None:
+        """Empty belts: per instance a ring of arrival odometer readings and item counters."""
+        n = self.count
+        self.odometer_m = np.zeros(n)  # belt travel since start
+        # Odometer reading at each item's arrival; a free slot holds +inf (never leaves).
+        self.ring_arrival_m = np.full((n, RING_SLOTS), np.inf)
+        # Items ever loaded and ever delivered; they also index the ring's tail and head.
+        self.items_loaded = np.zeros(n, dtype=np.int64)
+        # Belt travel, counted from the odometer at the start of the step, until the head
+        # item leaves; infinite on an empty belt.
+        self.head_exit_m = np.full(n, np.inf)
+        self.items_processed = np.zeros(n, dtype=np.int64)
+        self.items_on_belt = np.zeros(n, dtype=np.int64)  # loaded - processed, after each step
+        # Unit-rate time to the next arrival (a time-changed Poisson process).
+        self.arrival_clock = self.rng.standard_exponential(n)
+
+    def _init_state(self) -> None:
+        n = self.count
+        self.rate_drift = np.zeros(n)  # unit-variance OU, relative drift of the arrival rate
+        self._drift_pending_s = 0.0  # time since the drift was last advanced
+        self.arrival_rate_per_s = self.mean_arrival_rate_per_s.copy()
+        self.speed_noise = np.zeros(n)  # unit-variance OU behind stick-slip and regulation
+        self.payload_fraction = np.zeros(n)  # mass on the belt / rated payload
+        self.motor_load_pct = self.no_load_pct.copy()  # noise-free load that drives the heat
+        self.bearing_c = self.ambient_c.copy()  # cold start at ambient
+        self._gain_dt_s = -1.0
+        self._bearing_gain = np.zeros(n)
+
+    # -- physics ---------------------------------------------------------------------------
+
+    def _drift_arrival_rate(self, dt_s: float) -> None:
+        """Let the arrival rate wander slowly around its mean (piecewise constant, ~1 s pieces)."""
+        self._drift_pending_s += dt_s
+        if self._drift_pending_s < RATE_DRIFT_UPDATE_S:
+            return
+        ou_step(self.rate_drift, self._drift_pending_s, RATE_DRIFT_TAU_S, 1.0, self.rng)
+        self._drift_pending_s = 0.0
+        factor = 1.0 + RATE_DRIFT_STD * self.rate_drift
+        np.maximum(factor, MIN_RATE_FACTOR, out=factor)
+        np.multiply(factor, self.mean_arrival_rate_per_s, out=self.arrival_rate_per_s)
+
+    def _belt_speed_mps(self) -> np.ndarray:
+        """Setpoint less slip (never negative, mean proportional to payload), regulation error."""
+        # Stick-slip: a log-normal factor of mean 1, so the slip spreads more under load.
+        slip = SLIP_JITTER_LOG_STD * self.speed_noise
+        slip -= 0.5 * SLIP_JITTER_LOG_STD**2
+        np.exp(slip, out=slip)
+        slip *= self.payload_fraction
+        slip *= self.full_load_slip_fraction
+        speed = SPEED_REGULATION_STD * self.speed_noise
+        speed += slip
+        np.subtract(1.0, speed, out=speed)
+        speed *= self.speed_setpoint_mps
+        return speed
+
+    def _update_load(self) -> None:
+        """Payload from the items on the belt, and the motor load it takes to carry it."""
+        np.subtract(self.items_loaded, self.items_processed, out=self.items_on_belt)
+        np.multiply(self.items_on_belt, self.item_mass_kg, out=self.payload_fraction)
+        self.payload_fraction /= self.rated_payload_kg
+        np.multiply(100.0 - self.no_load_pct, self.payload_fraction, out=self.motor_load_pct)
+        self.motor_load_pct += self.no_load_pct
+
+    def _bearing_target_c(self) -> np.ndarray:
+        """Equilibrium bearing temperature for the present motor load."""
+        return self.ambient_c + self.bearing_rise_full_load_k * (self.motor_load_pct / 100.0)
+
+    def _heat_bearing(self, dt_s: float) -> None:
+        if dt_s != self._gain_dt_s:
+            self._bearing_gain = lag_gain(dt_s, self.bearing_tau_s)
+            self._gain_dt_s = dt_s
+        first_order_lag(self.bearing_c, self._bearing_target_c(), self._bearing_gain)
+
+    # -- items -----------------------------------------------------------------------------
+
+    def _move_items(self, dt_s: float, travel_m: np.ndarray) -> None:
+        """Arrivals and departures during a step in which the belt moves ``travel_m``.
+
+        Each arrival happens at its own point of the step. Departures are played at the end
+        of the step, except on a full belt, which first lets go of the items that left
+        before the arrival (the order only matters when room is short).
+        """
+        elapsed = self.arrival_rate_per_s * dt_s  # unit-rate time that passes in this step
+        idx = (self.arrival_clock < elapsed).nonzero()[0]
+        for _ in range(MAX_ARRIVALS_PER_STEP):
+            if idx.size == 0:
+                break
+            clock, step_elapsed = self.arrival_clock[idx], elapsed[idx]
+            self._load_items(idx, travel_m[idx] * (clock / step_elapsed))
+            clock += self.rng.standard_exponential(idx.size)
+            self.arrival_clock[idx] = clock
+            idx = idx[clock < step_elapsed]
+        else:  # still arriving after the bound: the rest of this step's arrivals are dropped
+            self.arrival_clock[idx] = elapsed[idx] + self.rng.standard_exponential(idx.size)
+        self.arrival_clock -= elapsed
+        leaving = (self.head_exit_m <= travel_m).nonzero()[0]
+        self._release_items(leaving, travel_m[leaving])
+        self.head_exit_m -= travel_m
+
+    def _load_items(self, idx: np.ndarray, at_m: np.ndarray) -> None:
+        """Load one item on each belt in ``idx`` at ``at_m`` of the step's travel, if it fits."""
+        loaded = self.items_loaded[idx]
+        room = loaded - self.items_processed[idx] < self.capacity_items[idx]
+        if not room.all():  # full: release what left before this arrival; refuse if still full
+            self._release_items(idx[~room], at_m[~room])
+            room = loaded - self.items_processed[idx] < self.capacity_items[idx]
+            idx, at_m, loaded = idx[room], at_m[room], loaded[room]
+        self.ring_arrival_m[idx, loaded & _SLOT_MASK] = self.odometer_m[idx] + at_m
+        self.items_loaded[idx] = loaded + 1
+        # Items keep their order, so a new item only becomes the head of an empty belt.
+        self.head_exit_m[idx] = np.minimum(self.head_exit_m[idx], at_m + self.length_m[idx])
+
+    def _release_items(self, idx: np.ndarray, limit_m: np.ndarray) -> None:
+        """Let every head item on belts ``idx`` whose exit lies within ``limit_m`` leave."""
+        leaving = self.head_exit_m[idx] <= limit_m
+        while leaving.any():
+            idx, limit_m = idx[leaving], limit_m[leaving]
+            done = self.items_processed[idx]
+            self.ring_arrival_m[idx, done & _SLOT_MASK] = np.inf  # free the head's slot
+            done += 1
+            self.items_processed[idx] = done
+            # Exit of the next item, from the step's start odometer (+inf on an empty belt).
+            exit_m = self.ring_arrival_m[idx, done & _SLOT_MASK] - self.odometer_m[idx]
+            exit_m += self.length_m[idx]
+            self.head_exit_m[idx] = exit_m
+            leaving = exit_m <= limit_m
+
+    # -- step ------------------------------------------------------------------------------
+
+    def step(self, dt_s: float) -> np.ndarray:
+        rng = self.rng
+        self._drift_arrival_rate(dt_s)
+        ou_step(self.speed_noise, dt_s, SPEED_NOISE_TAU_S, 1.0, rng)
+        speed = self._belt_speed_mps()
+        travel_m = speed * dt_s
+        self._move_items(dt_s, travel_m)
+        self.odometer_m += travel_m
+        self._update_load()
+        self._heat_bearing(dt_s)
+
+        out = np.empty((len(self.SENSORS), self.count))
+        out[0] = speed
+        rng.standard_normal(out=out[1])
+        out[1] *= MOTOR_LOAD_NOISE_PCT
+        out[1] += self.motor_load_pct
+        rng.random(self.count, out=out[2])
+        out[2] -= 0.5
+        out[2] *= BEARING_ADC_STEP_K
+        out[2] += self.bearing_c
+        out[3] = self.items_processed
+        return out
