@@ -8,7 +8,7 @@ import pytest
 from simulation.models.robotic_arm import RoboticArm
 
 SEED = 20240611
-ANGLE, POWER, TEMPERATURE, VIBRATION = range(4)
+ANGLE, TEMPERATURE, VIBRATION, POWER = range(4)
 
 
 def make_arm(count: int, seed: int = SEED) -> RoboticArm:
@@ -44,12 +44,12 @@ def test_sensors_are_the_seed_names_in_order() -> None:
     assert RoboticArm.TYPE_NAME == "robotic_arm"
     assert RoboticArm.sensor_names() == (
         "joint_1_angle",
-        "power_consumption",
         "temperature_core",
         "vibration_level",
+        "power_consumption",
     )
     units = [sensor.unit for sensor in RoboticArm.SENSORS]
-    assert units == ["deg", "W", "°C", "mm/s"]
+    assert units == ["deg", "°C", "mm/s", "W"]
     for sensor in RoboticArm.SENSORS:
         assert sensor.description
         assert sensor.typical_min < sensor.typical_max

@@ -54,14 +54,6 @@ class RoboticArm(MachineModel):
             decimals=2,
         ),
         SensorSpec(
-            name="power_consumption",
-            unit="W",
-            description="Electrical power: idle draw plus joint friction and inertia terms",
-            typical_min=40.0,
-            typical_max=350.0,
-            decimals=1,
-        ),
-        SensorSpec(
             name="temperature_core",
             unit="°C",
             description="Core temperature: a slow first-order lag of the power drawn",
@@ -76,6 +68,14 @@ class RoboticArm(MachineModel):
             typical_min=0.3,
             typical_max=2.5,
             decimals=3,
+        ),
+        SensorSpec(
+            name="power_consumption",
+            unit="W",
+            description="Electrical power: idle draw plus joint friction and inertia terms",
+            typical_min=40.0,
+            typical_max=350.0,
+            decimals=1,
         ),
     )
 
@@ -261,11 +261,11 @@ class RoboticArm(MachineModel):
 
         readings = np.empty((len(self.SENSORS), self.count))
         readings[0] = self.joint_angle_deg
-        self.rng.standard_normal(out=readings[1])
-        readings[1] *= POWER_NOISE_W
-        readings[1] += self.power_w
-        np.add(self.temperature_c, self._temperature_noise_k, out=readings[2])
+        self.rng.standard_normal(out=readings[3])
+        readings[3] *= POWER_NOISE_W
+        readings[3] += self.power_w
+        np.add(self.temperature_c, self._temperature_noise_k, out=readings[1])
         np.multiply(innovations[1], VIBRATION_NOISE_LOG, out=innovations[1])
         np.exp(innovations[1], out=innovations[1])
-        np.multiply(self._vibration_mm_s(), innovations[1], out=readings[3])
+        np.multiply(self._vibration_mm_s(), innovations[1], out=readings[2])
         return readings
