@@ -8,8 +8,10 @@ from aiohttp import web
 
 from server import __version__
 from server.errors import unknown_machine
-from server.keys import engine_key, machines_json_key, settings_key, store_key
+from server.keys import engine_key, machines_json_key, metrics_key, settings_key, store_key
 
+HEALTH_MIN_STALL_S = 2.0
+HEALTH_STALL_TICKS = 10
 WELCOME = "Welcome to the Demo Machine Server: simulated industrial machines for digital twins"
 
 
@@ -47,3 +49,27 @@ def machines_listing(machine_types: dict[str, str]) -> bytes:
     return json.dumps(
         [{"id": machine_id, "type": kind} for machine_id, kind in machine_types.items()]
     ).encode()
+
+
+async def health(request: web.Request) -> web.Response:
+    """200 while the tick task is alive and recent, 503 once it has stalled or died."""
+    engine, settings = request.app[engine_key], request.app[settings_key]
+    age_s = engine.clock.now() - engine.stats.last_tick_at
+    limit_s = max(HEALTH_MIN_STALL_S, HEALTH_STALL_TICKS * settings.tick_period_s)
+    healthy = engine.alive and age_s <= limit_s
+    body = {
+        "status": "ok" if healthy else "stalled",
+        "seq": engine.fleet.seq,
+        "last_tick_age_s": round(age_s, 3),
+        "stall_limit_s": limit_s,
+        "tick_task_alive": engine.alive,
+    }
+    return web.json_response(body, status=200 if healthy else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition format."""
+    return web.Response(
+        body=request.app[metrics_key].render(),
+        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import weakref
 from collections.abc import AsyncIterator
@@ -22,10 +21,12 @@ from server.keys import (
     engine_key,
     hub_key,
     machines_json_key,
+    metrics_key,
     settings_key,
     store_key,
     websockets_key,
 )
+from server.metrics import Metrics
 from server.store import Store
 from simulation import Fleet, FleetSpec
 from simulation.fleet_spec import default_fleet, parse_fleet
@@ -39,7 +40,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     clock = clock if clock is not None else MonotonicClock()
     seed = settings.seed if settings.seed is not None else fresh_seed()
     fleet = Fleet(load_fleet_spec(settings), seed=seed, dt_s=settings.tick_period_s)
-    store = Store(fleet, epoch_s=clock.wall())
+    store = Store(
+        fleet,
+        epoch_s=clock.wall(),
+        history_frames=round(settings.history_seconds * settings.tick_hz),
+        history_max_bytes=settings.history_max_bytes,
+    )
     hub = Hub(
         store=store,
         clock=clock,
@@ -51,7 +57,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[clock_key] = clock
     app[store_key] = store
     app[hub_key] = hub
-    app[engine_key] = Engine(fleet, store, hub, tick_hz=settings.tick_hz, clock=clock)
+    engine = Engine(fleet, store, hub, tick_hz=settings.tick_hz, clock=clock)
+    metrics = Metrics(hub, engine)
+    engine.on_tick = metrics.observe_tick
+    app[engine_key] = engine
+    app[metrics_key] = metrics
     app[machines_json_key] = api.machines_listing(store.machine_types)
     app[websockets_key] = weakref.WeakSet()
     _add_routes(app, settings)
@@ -77,15 +87,13 @@ def fresh_seed() -> int:
 
 
 async def run_engine(app: web.Application) -> AsyncIterator[None]:
-    engine = app[engine_key]
-    await engine.prime()
-    task = asyncio.create_task(engine.run(), name="tick")
+    engine, metrics = app[engine_key], app[metrics_key]
+    metrics.watch_gc()
+    await engine.start()
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await engine.stop()
     await app[hub_key].close()
-    engine.close()
+    metrics.unwatch_gc()
 
 
 async def close_websockets(app: web.Application) -> None:
@@ -105,6 +113,9 @@ def _add_routes(app: web.Application, settings: Settings) -> None:
         ("/", api.welcome),
         ("/machines", api.list_machines),
         ("/machines/{machine_id}/data", api.machine_data),
+        ("/health", api.health),
     ):
         cors.add(app.router.add_get(path, handler), defaults)
+    app.router.add_get("/metrics", api.metrics)
     app.router.add_get("/ws/machines/{machine_id}", streams.machine_stream)
+    app.router.add_get("/ws", streams.multiplex_stream)

@@ -27,6 +27,9 @@ class Settings:
     send_buffer_bytes: int = 64 * 1024
     socket_send_buffer_bytes: int = 128 * 1024
     stall_timeout_s: float = 5.0
+    max_subscriptions: int = 1000
+    history_seconds: float = 600.0
+    history_max_bytes: int = 512 * 1024 * 1024
     heartbeat_s: float = 20.0
     shutdown_timeout_s: float = 5.0
 
@@ -53,6 +56,9 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
         send_buffer_bytes=args.send_buffer_bytes,
         socket_send_buffer_bytes=args.socket_send_buffer_bytes,
         stall_timeout_s=args.stall_timeout,
+        max_subscriptions=args.max_subscriptions,
+        history_seconds=args.history_seconds,
+        history_max_bytes=args.history_max_bytes,
         heartbeat_s=args.heartbeat,
         shutdown_timeout_s=args.shutdown_timeout,
     )
@@ -128,6 +134,27 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "seconds a subscriber may stay over its send buffer bound before it is closed "
         "(1008, 'slow consumer')",
         type=_positive_float,
+    )
+    option(
+        "--max-subscriptions",
+        "MAX_SUBSCRIPTIONS",
+        "1000",
+        "machines one /ws connection may subscribe to",
+        type=_positive_int,
+    )
+    option(
+        "--history-seconds",
+        "HISTORY_SECONDS",
+        "600",
+        "seconds of past ticks kept for resuming clients and history reads",
+        type=_positive_float,
+    )
+    option(
+        "--history-max-bytes",
+        "HISTORY_MAX_BYTES",
+        str(512 * 1024 * 1024),
+        "memory bound of the history; a large fleet keeps fewer seconds than asked (logged)",
+        type=_positive_int,
     )
     option(
         "--heartbeat",

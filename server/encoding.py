@@ -6,6 +6,8 @@ import json
 import struct
 from datetime import UTC, datetime
 
+import numpy as np
+
 from simulation.models import SensorSpec
 
 
@@ -16,18 +18,26 @@ def iso_timestamp(epoch_s: float) -> str:
 
 
 class SnapshotTemplate:
-    """Formats one machine type's readings as the seed's flat snapshot object.
+    """Formats one machine type's readings (all sensors, or a subset) as a flat snapshot.
 
     The per-type format string is built once; per machine only the ``machine_id``
     prefix differs, so encoding a snapshot is one ``%`` operation.
     """
 
-    def __init__(self, machine_type: str, sensors: tuple[SensorSpec, ...]) -> None:
+    def __init__(
+        self, machine_type: str, sensors: tuple[SensorSpec, ...], all_names: tuple[str, ...]
+    ) -> None:
         fields = "".join(
             f",{json.dumps(sensor.name)}:{'%d' if sensor.integer else f'%.{sensor.decimals}f'}"
             for sensor in sensors
         )
         self._body = f'"type":{json.dumps(machine_type)},"timestamp":"%s","seq":%d{fields}}}'
+        names = tuple(sensor.name for sensor in sensors)
+        self._rows = None if names == all_names else [all_names.index(name) for name in names]
+
+    def select(self, column: np.ndarray) -> list[float]:
+        """The values this template formats, from one machine's column of readings."""
+        return (column if self._rows is None else column[self._rows]).tolist()
 
     def encode(self, machine_id: str, timestamp: str, seq: int, values: list[float]) -> bytes:
         prefix = '{"machine_id":' + json.dumps(machine_id) + ","

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -17,6 +19,8 @@ from simulation import Fleet, Frame
 # large array operations) so the event loop keeps serving sockets meanwhile.
 THREAD_STEP_MIN_MACHINES = 5_000
 
+SLOT_TOLERANCE = 1e-6  # fraction of a period: a slot due "now" counts as overrun
+
 log = logging.getLogger(__name__)
 
 
@@ -28,14 +32,20 @@ class EngineStats:
     last_tick_at: float = 0.0
     last_step_s: float = 0.0
     last_tick_s: float = 0.0
-    max_tick_s: float = 0.0
 
 
 class Engine:
     """Tick k is due at ``t0 + k / tick_hz``; slots a late tick overran are counted, not made up."""
 
     def __init__(
-        self, fleet: Fleet, store: Store, hub: Hub, *, tick_hz: float, clock: Clock
+        self,
+        fleet: Fleet,
+        store: Store,
+        hub: Hub,
+        *,
+        tick_hz: float,
+        clock: Clock,
+        on_tick: Callable[[float, float], None] | None = None,
     ) -> None:
         self.fleet = fleet
         self.store = store
@@ -43,6 +53,8 @@ class Engine:
         self.period_s = 1.0 / tick_hz
         self.clock = clock
         self.stats = EngineStats()
+        self.on_tick = on_tick
+        self._task: asyncio.Task[None] | None = None
         self._executor = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleet-step")
             if fleet.size >= THREAD_STEP_MIN_MACHINES
@@ -53,10 +65,30 @@ class Engine:
     def uses_worker_thread(self) -> bool:
         return self._executor is not None
 
-    async def prime(self) -> None:
-        """Compute the first frame before serving, so every read has data from the start."""
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        """Compute the first frame (so every read has data from the start), then tick."""
         self.store.publish(await self._step())
         self.stats.last_tick_at = self.clock.now()
+        self._task = asyncio.create_task(self._run_logged(), name="tick")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+
+    async def _run_logged(self) -> None:
+        try:
+            await self.run()
+        except Exception:
+            log.exception("the tick task failed; no more ticks will be served")
+            raise
 
     async def run(self) -> None:
         """Step, publish and fan out on schedule until cancelled."""
@@ -68,7 +100,7 @@ class Engine:
             await self.clock.sleep_until(due)
             began = self.clock.now()
             self.stats.last_lateness_s = began - due
-            missed = math.floor((began - due) / self.period_s)
+            missed = math.floor((began - due) / self.period_s + SLOT_TOLERANCE)
             if missed > 0:
                 slot += missed
                 self.stats.skipped_ticks += missed
@@ -82,11 +114,8 @@ class Engine:
             self.stats.ticks += 1
             self.stats.last_tick_at = finished
             self.stats.last_tick_s = finished - began
-            self.stats.max_tick_s = max(self.stats.max_tick_s, self.stats.last_tick_s)
-
-    def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
+            if self.on_tick is not None:
+                self.on_tick(self.stats.last_tick_s, self.stats.last_lateness_s)
 
     async def _step(self) -> Frame:
         if self._executor is None:

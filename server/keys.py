@@ -10,6 +10,7 @@ from server.clock import Clock
 from server.config import Settings
 from server.engine import Engine
 from server.hub import Hub
+from server.metrics import Metrics
 from server.store import Store
 
 settings_key = web.AppKey("settings", Settings)
@@ -17,5 +18,6 @@ clock_key = web.AppKey("clock", Clock)
 store_key = web.AppKey("store", Store)
 hub_key = web.AppKey("hub", Hub)
 engine_key = web.AppKey("engine", Engine)
+metrics_key = web.AppKey("metrics", Metrics)
 machines_json_key = web.AppKey("machines_json", bytes)
 websockets_key = web.AppKey("websockets", weakref.WeakSet[web.WebSocketResponse])

@@ -1,47 +1,137 @@
-"""The state store: the latest frame of the whole fleet and its lazily encoded snapshots."""
+"""The state store: the latest frame, a bounded history of frames, and lazily encoded snapshots."""
 
 from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import numpy as np
 
 from server.encoding import SnapshotTemplate, iso_timestamp
 from simulation import Fleet, Frame
 
+log = logging.getLogger(__name__)
+
+Fields = tuple[str, ...] | None  # a subset of a machine type's sensors, or all of them
+
+
+class History:
+    """A ring of recent frames, addressed by ``seq`` in O(1).
+
+    It keeps ``wanted_frames`` frames unless that would exceed ``max_bytes``; the
+    capacity is fixed when the first frame shows how large a frame is.
+    """
+
+    def __init__(self, wanted_frames: int, max_bytes: int) -> None:
+        self.wanted_frames = max(1, wanted_frames)
+        self.max_bytes = max_bytes
+        self.capacity = 0
+        self._ring: list[Frame | None] = []
+        self.newest_seq = 0
+        self.oldest_seq = 1
+
+    def append(self, frame: Frame) -> None:
+        if not self.capacity:
+            self._size_for(frame)
+        self._ring[frame.seq % self.capacity] = frame
+        self.newest_seq = frame.seq
+        self.oldest_seq = max(self.oldest_seq, frame.seq - self.capacity + 1)
+
+    def after(self, seq: int) -> Iterator[Frame]:
+        """Held frames with a ``seq`` greater than ``seq``, oldest first."""
+        for wanted in range(max(seq + 1, self.oldest_seq), self.newest_seq + 1):
+            frame = self._ring[wanted % self.capacity]
+            assert frame is not None
+            assert frame.seq == wanted
+            yield frame
+
+    def _size_for(self, frame: Frame) -> None:
+        frame_bytes = frame_nbytes(frame)
+        self.capacity = max(1, min(self.wanted_frames, self.max_bytes // frame_bytes))
+        self._ring = [None] * self.capacity
+        if self.capacity < self.wanted_frames:
+            log.warning(
+                "history holds %d ticks, not %d: %d bytes per tick, bound %d bytes",
+                self.capacity,
+                self.wanted_frames,
+                frame_bytes,
+                self.max_bytes,
+            )
+
+
+def frame_nbytes(frame: Frame) -> int:
+    """Bytes held by a frame's arrays (readings and labels)."""
+    total = 0
+    for value in (getattr(frame, name) for name in frame.__slots__):
+        arrays = value if isinstance(value, tuple) else (value,)
+        total += sum(array.nbytes for array in arrays if isinstance(array, np.ndarray))
+    return max(total, 1)
+
 
 class Store:
-    """Holds the latest frame; encodes a machine's snapshot at most once per tick, on demand."""
+    """Holds the latest frame and its history; encodes a snapshot at most once per tick."""
 
-    def __init__(self, fleet: Fleet, *, epoch_s: float) -> None:
+    def __init__(
+        self, fleet: Fleet, *, epoch_s: float, history_frames: int, history_max_bytes: int
+    ) -> None:
         self._placement = fleet.placement
-        self._templates = tuple(
-            SnapshotTemplate(model.TYPE_NAME, model.SENSORS) for model in fleet.models
-        )
+        self._models = fleet.models
+        self._templates: dict[tuple[int, Fields], SnapshotTemplate] = {}
         self.machine_types = {
             machine.machine_id: machine.machine_type for machine in fleet.spec.machines
         }
         self.epoch_s = epoch_s
+        self.history = History(history_frames, history_max_bytes)
         self.latest: Frame | None = None
-        self._timestamp = ""
-        self._encoded: dict[str, bytes] = {}
+        self._stamp: tuple[int, str] = (-1, "")
+        self._encoded: dict[tuple[str, Fields], bytes] = {}
         self.encodes = 0
 
     def __contains__(self, machine_id: object) -> bool:
         return machine_id in self._placement
 
+    def sensor_names(self, machine_id: str) -> tuple[str, ...]:
+        return self._models[self._placement[machine_id][0]].sensor_names()
+
     def publish(self, frame: Frame) -> None:
-        """Make ``frame`` the latest; snapshots of the previous one are forgotten."""
+        """Make ``frame`` the latest and keep it in the history."""
         self.latest = frame
-        self._timestamp = iso_timestamp(self.epoch_s + frame.time_s)
+        self.history.append(frame)
         self._encoded = {}
 
-    def snapshot_bytes(self, machine_id: str) -> bytes:
-        """The latest snapshot of ``machine_id`` as JSON bytes, encoded once per tick."""
-        encoded = self._encoded.get(machine_id)
+    def snapshot_bytes(self, machine_id: str, fields: Fields = None) -> bytes:
+        """The latest snapshot of ``machine_id`` as JSON, encoded once per tick per variant."""
+        key = (machine_id, fields)
+        encoded = self._encoded.get(key)
         if encoded is None:
-            frame = self.latest
-            if frame is None:
+            if self.latest is None:
                 raise LookupError("no frame has been published yet")
-            slot, row = self._placement[machine_id]
-            values = frame.values[slot][:, row].tolist()
-            encoded = self._templates[slot].encode(machine_id, self._timestamp, frame.seq, values)
-            self._encoded[machine_id] = encoded
-            self.encodes += 1
+            encoded = self.encode(self.latest, machine_id, fields)
+            self._encoded[key] = encoded
         return encoded
+
+    def encode(self, frame: Frame, machine_id: str, fields: Fields = None) -> bytes:
+        """One machine's snapshot from any frame (the latest or a held one)."""
+        slot, row = self._placement[machine_id]
+        template = self._template(slot, fields)
+        values = template.select(frame.values[slot][:, row])
+        self.encodes += 1
+        return template.encode(machine_id, self._timestamp(frame), frame.seq, values)
+
+    def _timestamp(self, frame: Frame) -> str:
+        seq, stamp = self._stamp
+        if seq != frame.seq:
+            stamp = iso_timestamp(self.epoch_s + frame.time_s)
+            self._stamp = (frame.seq, stamp)
+        return stamp
+
+    def _template(self, slot: int, fields: Fields) -> SnapshotTemplate:
+        template = self._templates.get((slot, fields))
+        if template is None:
+            model = self._models[slot]
+            sensors = model.SENSORS
+            if fields is not None:
+                sensors = tuple(sensor for sensor in sensors if sensor.name in fields)
+            template = SnapshotTemplate(model.TYPE_NAME, sensors, model.sensor_names())
+            self._templates[(slot, fields)] = template
+        return template

@@ -48,6 +48,10 @@ class ManualClock:
         future.set_result(None)
         await self._wait_asleep()
 
+    def stall(self, seconds: float) -> None:
+        """Move time on without waking the sleeper: the tick task looks stuck."""
+        self._now += seconds
+
     async def _take_sleeper(self) -> tuple[float, asyncio.Future[None]]:
         await self._wait_asleep()
         assert self._sleeper is not None

@@ -128,4 +128,4 @@ async def test_a_non_reading_subscriber_is_closed_without_holding_others_back(
         await hub.close()
         await harness.clock.tick()
         assert (await reader.receive_json())["seq"] == seqs[-1] + 1
-        assert hub.subscriber_count == 1
+        assert len(hub.connections) == 1

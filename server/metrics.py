@@ -1,0 +1,120 @@
+"""Prometheus metrics (read from the hub's and engine's counters at scrape time) and GC pauses."""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from server.engine import Engine
+from server.hub import Hub
+
+TICK_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+GC_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
+
+
+class ServerCollector(Collector):
+    """Exposes the hub's and the engine's plain counters; costs nothing between scrapes."""
+
+    def __init__(self, hub: Hub, engine: Engine) -> None:
+        self.hub = hub
+        self.engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        hub, engine = self.hub, self.engine
+        yield _gauge("dms_machines", "Machines in the fleet.", engine.fleet.size)
+        yield _gauge("dms_connections", "Open WebSocket connections.", len(hub.connections))
+        yield _gauge(
+            "dms_subscriptions",
+            "Machine subscriptions over all connections.",
+            hub.subscription_count,
+        )
+        yield _gauge(
+            "dms_variants",
+            "Distinct (machine, fields, rate) variants encoded per tick.",
+            hub.variant_count,
+        )
+        yield _counter("dms_frames_sent", "WebSocket frames written.", hub.stats.frames_sent)
+        yield _counter(
+            "dms_frames_dropped",
+            "Frames skipped for subscribers over their send buffer bound.",
+            hub.stats.frames_dropped,
+        )
+        yield _counter(
+            "dms_slow_consumer_disconnects",
+            "Connections closed as slow consumers.",
+            hub.stats.slow_disconnects,
+        )
+        yield _counter("dms_ticks", "Ticks stepped, published and fanned out.", engine.stats.ticks)
+        yield _counter(
+            "dms_tick_overruns",
+            "Tick slots skipped because the loop was behind.",
+            engine.stats.skipped_ticks,
+        )
+        yield _counter("dms_encodes", "Snapshots encoded to JSON.", hub.store.encodes)
+        yield _gauge("dms_seq", "Latest tick number.", engine.fleet.seq)
+        yield _gauge(
+            "dms_step_seconds", "Duration of the latest simulation step.", engine.stats.last_step_s
+        )
+
+
+class Metrics:
+    """The app's own registry (no process-global state) and its histograms."""
+
+    def __init__(self, hub: Hub, engine: Engine) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(ServerCollector(hub, engine))
+        self.tick_seconds = Histogram(
+            "dms_tick_duration_seconds",
+            "Step, publish and fan-out time of one tick.",
+            buckets=TICK_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.tick_lateness = Histogram(
+            "dms_tick_lateness_seconds",
+            "How late a tick started after its due time.",
+            buckets=TICK_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.gc_pause = Histogram(
+            "dms_gc_pause_seconds",
+            "Cyclic garbage collector pauses.",
+            ["generation"],
+            buckets=GC_BUCKETS_S,
+            registry=self.registry,
+        )
+        self._gc_started = 0.0
+
+    def observe_tick(self, duration_s: float, lateness_s: float) -> None:
+        self.tick_seconds.observe(duration_s)
+        self.tick_lateness.observe(max(lateness_s, 0.0))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def watch_gc(self) -> None:
+        gc.callbacks.append(self._on_gc)
+
+    def unwatch_gc(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            elapsed = time.perf_counter() - self._gc_started
+            self.gc_pause.labels(str(info["generation"])).observe(elapsed)
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, documentation, value=value)
