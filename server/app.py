@@ -42,7 +42,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     fleet = Fleet(load_fleet_spec(settings), seed=seed, dt_s=settings.tick_period_s)
     store = Store(
         fleet,
-        epoch_s=clock.wall(),
         history_frames=round(settings.history_seconds * settings.tick_hz),
         history_max_bytes=settings.history_max_bytes,
     )

@@ -55,6 +55,7 @@ class Engine:
         self.stats = EngineStats()
         self.on_tick = on_tick
         self._task: asyncio.Task[None] | None = None
+        self._wall_start_s = 0.0
         self._executor = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleet-step")
             if fleet.size >= THREAD_STEP_MIN_MACHINES
@@ -71,7 +72,8 @@ class Engine:
 
     async def start(self) -> None:
         """Compute the first frame (so every read has data from the start), then tick."""
-        self.store.publish(await self._step())
+        self._wall_start_s = self.clock.wall()
+        self._publish(await self._step())
         self.stats.last_tick_at = self.clock.now()
         self._task = asyncio.create_task(self._run_logged(), name="tick")
 
@@ -108,7 +110,7 @@ class Engine:
             step_began = self.clock.now()
             frame = await self._step()
             self.stats.last_step_s = self.clock.now() - step_began
-            self.store.publish(frame)
+            self._publish(frame)
             await self.hub.broadcast()
             finished = self.clock.now()
             self.stats.ticks += 1
@@ -116,6 +118,16 @@ class Engine:
             self.stats.last_tick_s = finished - began
             if self.on_tick is not None:
                 self.on_tick(self.stats.last_tick_s, self.stats.last_lateness_s)
+
+    def _publish(self, frame: Frame) -> None:
+        """Publish ``frame`` stamped with the wall time its slot was due.
+
+        Seq ``k`` is due ``k - 1`` periods after start, plus the slots skipped so far,
+        so timestamps follow the wall clock even after overruns, while the samples
+        at a given ``seq`` stay those of the seeded simulation.
+        """
+        slots = frame.seq - 1 + self.stats.skipped_ticks
+        self.store.publish(frame, self._wall_start_s + slots * self.fleet.dt_s)
 
     async def _step(self) -> Frame:
         if self._executor is None:

@@ -27,13 +27,15 @@ class History:
         self.max_bytes = max_bytes
         self.capacity = 0
         self._ring: list[Frame | None] = []
+        self._timestamps: list[str] = []
         self.newest_seq = 0
         self.oldest_seq = 1
 
-    def append(self, frame: Frame) -> None:
+    def append(self, frame: Frame, timestamp: str) -> None:
         if not self.capacity:
             self._size_for(frame)
         self._ring[frame.seq % self.capacity] = frame
+        self._timestamps[frame.seq % self.capacity] = timestamp
         self.newest_seq = frame.seq
         self.oldest_seq = max(self.oldest_seq, frame.seq - self.capacity + 1)
 
@@ -45,10 +47,17 @@ class History:
             assert frame.seq == wanted
             yield frame
 
+    def timestamp(self, seq: int) -> str:
+        """The ISO timestamp a held frame was published with."""
+        if not self.oldest_seq <= seq <= self.newest_seq:
+            raise LookupError(f"seq {seq} is not held")
+        return self._timestamps[seq % self.capacity]
+
     def _size_for(self, frame: Frame) -> None:
         frame_bytes = frame_nbytes(frame)
         self.capacity = max(1, min(self.wanted_frames, self.max_bytes // frame_bytes))
         self._ring = [None] * self.capacity
+        self._timestamps = [""] * self.capacity
         if self.capacity < self.wanted_frames:
             log.warning(
                 "history holds %d ticks, not %d: %d bytes per tick, bound %d bytes",
@@ -71,19 +80,15 @@ def frame_nbytes(frame: Frame) -> int:
 class Store:
     """Holds the latest frame and its history; encodes a snapshot at most once per tick."""
 
-    def __init__(
-        self, fleet: Fleet, *, epoch_s: float, history_frames: int, history_max_bytes: int
-    ) -> None:
+    def __init__(self, fleet: Fleet, *, history_frames: int, history_max_bytes: int) -> None:
         self._placement = fleet.placement
         self._models = fleet.models
         self._templates: dict[tuple[int, Fields], SnapshotTemplate] = {}
         self.machine_types = {
             machine.machine_id: machine.machine_type for machine in fleet.spec.machines
         }
-        self.epoch_s = epoch_s
         self.history = History(history_frames, history_max_bytes)
         self.latest: Frame | None = None
-        self._stamp: tuple[int, str] = (-1, "")
         self._encoded: dict[tuple[str, Fields], bytes] = {}
         self.encodes = 0
 
@@ -93,10 +98,10 @@ class Store:
     def sensor_names(self, machine_id: str) -> tuple[str, ...]:
         return self._models[self._placement[machine_id][0]].sensor_names()
 
-    def publish(self, frame: Frame) -> None:
-        """Make ``frame`` the latest and keep it in the history."""
+    def publish(self, frame: Frame, timestamp_s: float) -> None:
+        """Make ``frame`` the latest and keep it in the history, stamped ``timestamp_s`` (epoch)."""
         self.latest = frame
-        self.history.append(frame)
+        self.history.append(frame, iso_timestamp(timestamp_s))
         self._encoded = {}
 
     def snapshot_bytes(self, machine_id: str, fields: Fields = None) -> bytes:
@@ -116,14 +121,8 @@ class Store:
         template = self._template(slot, fields)
         values = template.select(frame.values[slot][:, row])
         self.encodes += 1
-        return template.encode(machine_id, self._timestamp(frame), frame.seq, values)
-
-    def _timestamp(self, frame: Frame) -> str:
-        seq, stamp = self._stamp
-        if seq != frame.seq:
-            stamp = iso_timestamp(self.epoch_s + frame.time_s)
-            self._stamp = (frame.seq, stamp)
-        return stamp
+        timestamp = self.history.timestamp(frame.seq)
+        return template.encode(machine_id, timestamp, frame.seq, values)
 
     def _template(self, slot: int, fields: Fields) -> SnapshotTemplate:
         template = self._templates.get((slot, fields))

@@ -103,14 +103,27 @@ async def test_rest_reads_never_step_the_simulation(make_server: MakeServer) -> 
     assert (await response.json())["seq"] == 2
 
 
-async def test_timestamps_are_simulated_time_one_period_apart(make_server: MakeServer) -> None:
+async def test_timestamps_follow_the_tick_schedule_even_after_overruns(
+    make_server: MakeServer,
+) -> None:
     harness = await make_server()
     first = await (await harness.client.get("/machines/robot_01/data")).json()
+    assert first["timestamp"] == _iso(harness.clock.wall())
     await harness.clock.tick(5)
     later = await (await harness.client.get("/machines/robot_01/data")).json()
     assert later["seq"] == first["seq"] + 5
-    assert first["timestamp"] != later["timestamp"]
-    assert later["timestamp"][-6:] == _ms_after(first["timestamp"], 500)[-6:]
+    assert later["timestamp"] == _ms_after(first["timestamp"], 500)
+    await harness.clock.jump(0.3)  # the tick at +0.6 s runs at +0.8 s; +0.7 and +0.8 are skipped
+    after_overrun = await (await harness.client.get("/machines/robot_01/data")).json()
+    assert after_overrun["seq"] == later["seq"] + 1
+    assert after_overrun["timestamp"] == _ms_after(first["timestamp"], 800)
+
+
+def _iso(epoch_s: float) -> str:
+    from datetime import UTC, datetime
+
+    moment = datetime.fromtimestamp(epoch_s, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _ms_after(timestamp: str, milliseconds: int) -> str:
