@@ -21,9 +21,10 @@ GC_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
 class ServerCollector(Collector):
     """Exposes the hub's and the engine's plain counters; costs nothing between scrapes."""
 
-    def __init__(self, hub: Hub, engine: Engine) -> None:
+    def __init__(self, hub: Hub, engine: Engine, metrics: Metrics) -> None:
         self.hub = hub
         self.engine = engine
+        self.metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
         hub, engine = self.hub, self.engine
@@ -61,6 +62,12 @@ class ServerCollector(Collector):
         yield _gauge(
             "dms_step_seconds", "Duration of the latest simulation step.", engine.stats.last_step_s
         )
+        longest = GaugeMetricFamily(
+            "dms_gc_pause_max_seconds", "Longest cyclic GC pause so far.", labels=["generation"]
+        )
+        for generation, pause_s in enumerate(self.metrics.gc_pause_max_s):
+            longest.add_metric([str(generation)], pause_s)
+        yield longest
 
 
 class Metrics:
@@ -68,7 +75,7 @@ class Metrics:
 
     def __init__(self, hub: Hub, engine: Engine) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(ServerCollector(hub, engine))
+        self.registry.register(ServerCollector(hub, engine, self))
         self.tick_seconds = Histogram(
             "dms_tick_duration_seconds",
             "Step, publish and fan-out time of one tick.",
@@ -89,6 +96,7 @@ class Metrics:
             registry=self.registry,
         )
         self._gc_started = 0.0
+        self.gc_pause_max_s = [0.0, 0.0, 0.0]
 
     def observe_tick(self, duration_s: float, lateness_s: float) -> None:
         self.tick_seconds.observe(duration_s)
@@ -109,7 +117,9 @@ class Metrics:
             self._gc_started = time.perf_counter()
         else:
             elapsed = time.perf_counter() - self._gc_started
-            self.gc_pause.labels(str(info["generation"])).observe(elapsed)
+            generation = info["generation"]
+            self.gc_pause.labels(str(generation)).observe(elapsed)
+            self.gc_pause_max_s[generation] = max(self.gc_pause_max_s[generation], elapsed)
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
