@@ -74,6 +74,8 @@ class Metrics:
     """The app's own registry (no process-global state) and its histograms."""
 
     def __init__(self, hub: Hub, engine: Engine) -> None:
+        self._gc_started = 0.0
+        self.gc_pause_max_s = [0.0, 0.0, 0.0]
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(ServerCollector(hub, engine, self))
         self.tick_seconds = Histogram(
@@ -95,8 +97,6 @@ class Metrics:
             buckets=GC_BUCKETS_S,
             registry=self.registry,
         )
-        self._gc_started = 0.0
-        self.gc_pause_max_s = [0.0, 0.0, 0.0]
 
     def observe_tick(self, duration_s: float, lateness_s: float) -> None:
         self.tick_seconds.observe(duration_s)
