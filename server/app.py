@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from server.clock import Clock, MonotonicClock
 from server.config import Settings
 from server.engine import Engine
 from server.errors import json_errors
+from server.gctuning import GcTuner
 from server.hub import Hub
 from server.keys import (
     clock_key,
@@ -65,6 +67,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[websockets_key] = weakref.WeakSet()
     _add_routes(app, settings)
     app.cleanup_ctx.append(run_engine)
+    if settings.gc_freeze:
+        app.cleanup_ctx.append(run_gc_tuner)
     app.on_shutdown.append(close_websockets)
     log.info("fleet of %d machine(s), seed %d, %g Hz", fleet.size, seed, settings.tick_hz)
     return app
@@ -93,6 +97,16 @@ async def run_engine(app: web.Application) -> AsyncIterator[None]:
     await engine.stop()
     await app[hub_key].close()
     metrics.unwatch_gc()
+
+
+async def run_gc_tuner(app: web.Application) -> AsyncIterator[None]:
+    tuner = GcTuner(app[hub_key])
+    task = asyncio.create_task(tuner.run(), name="gc-tuner")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    tuner.release()
 
 
 async def close_websockets(app: web.Application) -> None:

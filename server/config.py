@@ -32,6 +32,7 @@ class Settings:
     history_max_bytes: int = 512 * 1024 * 1024
     heartbeat_s: float = 20.0
     shutdown_timeout_s: float = 5.0
+    gc_freeze: bool = True
 
     @property
     def tick_period_s(self) -> float:
@@ -61,6 +62,7 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
         history_max_bytes=args.history_max_bytes,
         heartbeat_s=args.heartbeat,
         shutdown_timeout_s=args.shutdown_timeout,
+        gc_freeze=args.gc_freeze,
     )
 
 
@@ -169,6 +171,13 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "5",
         "seconds to wait for connections to finish on SIGTERM/Ctrl+C",
         type=_positive_float,
+    )
+    parser.add_argument(
+        "--gc-freeze",
+        action=argparse.BooleanOptionalAction,
+        default=environ.get("GC_FREEZE", "1").lower() not in ("0", "false", "no", "off"),
+        help="freeze long-lived objects once connections settle, so full GC passes stay short "
+        "with thousands of connections [env GC_FREEZE]",
     )
     return parser
 

@@ -63,6 +63,7 @@ class HubStats:
     frames_sent: int = 0
     frames_dropped: int = 0
     slow_disconnects: int = 0
+    disconnects: int = 0
 
 
 @dataclass(slots=True)
@@ -93,6 +94,7 @@ class Hub:
         """Forget ``connection`` and every subscription it held."""
         self.unsubscribe(connection, list(connection.subscriptions))
         self.connections.discard(connection)
+        self.stats.disconnects += 1
 
     def subscribe(self, connection: Connection, key: VariantKey) -> None:
         """Subscribe ``connection`` to ``key``, replacing its subscription to that machine."""
