@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import aiohttp_cors
 from aiohttp import WSCloseCode, web
 
-from server import api, streams
+from server import api, history, streams
 from server.clock import Clock, MonotonicClock
 from server.config import Settings
 from server.engine import Engine
@@ -126,6 +126,7 @@ def _add_routes(app: web.Application, settings: Settings) -> None:
         ("/", api.welcome),
         ("/machines", api.list_machines),
         ("/machines/{machine_id}/data", api.machine_data),
+        ("/machines/{machine_id}/history", history.machine_history),
         ("/health", api.health),
     ):
         cors.add(app.router.add_get(path, handler), defaults)

@@ -21,19 +21,22 @@ class SnapshotTemplate:
     """Formats one machine type's readings (all sensors, or a subset) as a flat snapshot.
 
     The per-type format string is built once; per machine only the ``machine_id``
-    prefix differs, so encoding a snapshot is one ``%`` operation.
+    prefix differs, so encoding a snapshot is one ``%`` operation. A missing reading
+    (NaN, a sensor dropout) is written as JSON ``null`` or an empty CSV cell.
     """
 
     def __init__(
         self, machine_type: str, sensors: tuple[SensorSpec, ...], all_names: tuple[str, ...]
     ) -> None:
-        fields = "".join(
-            f",{json.dumps(sensor.name)}:{'%d' if sensor.integer else f'%.{sensor.decimals}f'}"
-            for sensor in sensors
-        )
-        self._body = f'"type":{json.dumps(machine_type)},"timestamp":"%s","seq":%d{fields}}}'
-        names = tuple(sensor.name for sensor in sensors)
-        self._rows = None if names == all_names else [all_names.index(name) for name in names]
+        self.names = tuple(sensor.name for sensor in sensors)
+        self._formats = tuple("%d" if s.integer else f"%.{s.decimals}f" for s in sensors)
+        self._head = f'"type":{json.dumps(machine_type)},"timestamp":"%s","seq":%d'
+        self._keys = tuple(f",{json.dumps(name)}:" for name in self.names)
+        fields = "".join(key + fmt for key, fmt in zip(self._keys, self._formats, strict=True))
+        self._body = self._head + fields + "}"
+        self._csv_row = "%s,%d" + "".join("," + fmt for fmt in self._formats) + "\n"
+        rows = [all_names.index(name) for name in self.names]
+        self._rows = None if self.names == all_names else rows
 
     def select(self, column: np.ndarray) -> list[float]:
         """The values this template formats, from one machine's column of readings."""
@@ -41,7 +44,25 @@ class SnapshotTemplate:
 
     def encode(self, machine_id: str, timestamp: str, seq: int, values: list[float]) -> bytes:
         prefix = '{"machine_id":' + json.dumps(machine_id) + ","
+        if any(value != value for value in values):
+            cells = self._cells(values, "null")
+            body = self._head % (timestamp, seq) + "".join(map(str.__add__, self._keys, cells))
+            return (prefix + body + "}").encode()
         return (prefix + self._body % (timestamp, seq, *values)).encode()
+
+    def csv_header(self) -> str:
+        return ",".join(("timestamp", "seq", *self.names)) + "\n"
+
+    def csv_row(self, timestamp: str, seq: int, values: list[float]) -> str:
+        if any(value != value for value in values):
+            return ",".join((timestamp, str(seq), *self._cells(values, ""))) + "\n"
+        return self._csv_row % (timestamp, seq, *values)
+
+    def _cells(self, values: list[float], missing: str) -> list[str]:
+        return [
+            missing if value != value else fmt % value
+            for fmt, value in zip(self._formats, values, strict=True)
+        ]
 
 
 def websocket_text_frame(payload: bytes) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -82,6 +83,7 @@ class Store:
 
     def __init__(self, fleet: Fleet, *, history_frames: int, history_max_bytes: int) -> None:
         self._placement = fleet.placement
+        self.dt_s = fleet.dt_s
         self._models = fleet.models
         self._templates: dict[tuple[int, Fields], SnapshotTemplate] = {}
         self.machine_types = {
@@ -114,6 +116,24 @@ class Store:
             encoded = self.encode(self.latest, machine_id, fields)
             self._encoded[key] = encoded
         return encoded
+
+    def recent(self, seconds: float) -> list[Frame]:
+        """Held frames within ``seconds`` of simulated time before the latest, oldest first."""
+        latest = self.latest
+        if latest is None:
+            return []
+        ticks = math.floor(seconds / self.dt_s + 1e-9)
+        return list(self.history.after(latest.seq - ticks - 1))
+
+    def csv(self, frames: list[Frame], machine_id: str, fields: Fields = None) -> str:
+        """``frames`` of one machine as CSV text with a header line."""
+        slot, row = self._placement[machine_id]
+        template = self._template(slot, fields)
+        lines = [template.csv_header()]
+        for frame in frames:
+            values = template.select(frame.values[slot][:, row])
+            lines.append(template.csv_row(self.history.timestamp(frame.seq), frame.seq, values))
+        return "".join(lines)
 
     def encode(self, frame: Frame, machine_id: str, fields: Fields = None) -> bytes:
         """One machine's snapshot from any frame (the latest or a held one)."""

@@ -1,0 +1,72 @@
+"""``GET /machines/{id}/history``: recent samples from the store's history, as JSON or CSV."""
+
+from __future__ import annotations
+
+import math
+
+from aiohttp import web
+
+from server.control import ControlError, check_fields
+from server.errors import json_error, unknown_machine
+from server.keys import settings_key, store_key
+
+FORMATS = ("json", "csv")
+DEFAULT_SECONDS = 60.0
+
+
+async def machine_history(request: web.Request) -> web.Response:
+    """The last ``seconds`` of simulated time of one machine, oldest first.
+
+    JSON: an array of snapshots shaped exactly like the live stream's frames, so a
+    dashboard can feed both through one code path. CSV: ``timestamp,seq,<fields>``.
+    """
+    store, settings = request.app[store_key], request.app[settings_key]
+    machine_id = request.match_info["machine_id"]
+    if machine_id not in store:
+        return unknown_machine(machine_id, list(store.machine_types))
+    query = request.query
+    max_seconds = settings.history_seconds
+    seconds = _seconds(query.get("seconds"), max_seconds)
+    if seconds is None:
+        return json_error(
+            400,
+            "bad_seconds",
+            f"seconds must be a number in (0, {max_seconds:g}], got {query.get('seconds')!r}",
+            max_seconds=max_seconds,
+        )
+    output = query.get("format", "json")
+    if output not in FORMATS:
+        return json_error(
+            400,
+            "bad_format",
+            f"format must be one of {list(FORMATS)}, got {output!r}",
+            valid_formats=list(FORMATS),
+        )
+    try:
+        fields = (
+            check_fields(query["fields"].split(","), (machine_id,), store, None)
+            if "fields" in query
+            else None
+        )
+    except ControlError as error:
+        details = {k: v for k, v in error.payload.items() if k not in ("op", "id")}
+        return json_error(400, **details)
+    frames = store.recent(seconds)
+    if output == "csv":
+        return web.Response(
+            text=store.csv(frames, machine_id, fields),
+            content_type="text/csv",
+            headers={"Content-Disposition": f'inline; filename="{machine_id}.csv"'},
+        )
+    body = b"[" + b",".join(store.encode(frame, machine_id, fields) for frame in frames) + b"]"
+    return web.Response(body=body, content_type="application/json")
+
+
+def _seconds(text: str | None, max_seconds: float) -> float | None:
+    if text is None:
+        return min(DEFAULT_SECONDS, max_seconds)
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and 0 < value <= max_seconds else None
