@@ -26,6 +26,7 @@ async def welcome(request: web.Request) -> web.Response:
             "version": __version__,
             "machines": len(store.machine_types),
             "tick_hz": settings.tick_hz,
+            "speed": settings.speed,
             "seed": engine.fleet.seed,
             "seq": frame.seq if frame is not None else 0,
         }

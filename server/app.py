@@ -17,6 +17,7 @@ from server.config import Settings
 from server.engine import Engine
 from server.errors import json_errors
 from server.gctuning import GcTuner
+from server.guard import guard_mutations
 from server.hub import Hub
 from server.keys import (
     clock_key,
@@ -41,7 +42,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     """Build the app; the fleet is built now, the tick task starts with the app."""
     clock = clock if clock is not None else MonotonicClock()
     seed = settings.seed if settings.seed is not None else fresh_seed()
-    fleet = Fleet(load_fleet_spec(settings), seed=seed, dt_s=settings.tick_period_s)
+    fleet = Fleet(load_fleet_spec(settings), seed=seed, dt_s=settings.step_s)
     store = Store(
         fleet,
         history_frames=round(settings.history_seconds * settings.tick_hz),
@@ -53,7 +54,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
         send_buffer_bytes=settings.send_buffer_bytes,
         stall_timeout_s=settings.stall_timeout_s,
     )
-    app = web.Application(middlewares=[json_errors])
+    app = web.Application(middlewares=[json_errors, guard_mutations])
     app[settings_key] = settings
     app[clock_key] = clock
     app[store_key] = store

@@ -6,12 +6,15 @@ import argparse
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 
 DEFAULT_PORT = 7000
 DEFAULT_HOST = "0.0.0.0"
 DEFAULT_TICK_HZ = 10.0
 MAX_TICK_HZ = 100.0
+MAX_STEP_S = 10.0  # simulated seconds per tick the models are tested for
+LOOPBACK_NETWORKS = (ip_network("127.0.0.0/8"), ip_network("::1/128"))
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
@@ -20,9 +23,12 @@ class Settings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     tick_hz: float = DEFAULT_TICK_HZ
+    speed: float = 1.0
     seed: int | None = None
     fleet: Path | None = None
     cors_origins: tuple[str, ...] = ("*",)
+    control_token: str | None = None
+    control_networks: tuple[IPv4Network | IPv6Network, ...] = LOOPBACK_NETWORKS
     log_level: str = "info"
     send_buffer_bytes: int = 64 * 1024
     socket_send_buffer_bytes: int = 128 * 1024
@@ -39,20 +45,35 @@ class Settings:
         return 1.0 / self.tick_hz
 
     @property
+    def step_s(self) -> float:
+        """Simulated seconds per tick: the tick period times ``speed``."""
+        return self.speed / self.tick_hz
+
+    @property
     def cors_allows_all(self) -> bool:
         return "*" in self.cors_origins
 
 
 def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
     """Parse ``argv`` with defaults from ``environ``; exits with a usage error on bad values."""
-    args = build_parser(environ).parse_args(list(argv))
+    parser = build_parser(environ)
+    args = parser.parse_args(list(argv))
+    if args.speed / args.tick_hz > MAX_STEP_S:
+        parser.error(
+            f"--speed {args.speed:g} at {args.tick_hz:g} Hz would step "
+            f"{args.speed / args.tick_hz:g} simulated seconds per tick; the models are "
+            f"checked up to {MAX_STEP_S:g} s: lower --speed or raise --tick-hz"
+        )
     return Settings(
         host=args.host,
         port=args.port,
         tick_hz=args.tick_hz,
+        speed=args.speed,
         seed=args.seed,
         fleet=args.fleet,
         cors_origins=args.cors_origins,
+        control_token=args.control_token or None,
+        control_networks=args.control_networks,
         log_level=args.log_level,
         send_buffer_bytes=args.send_buffer_bytes,
         socket_send_buffer_bytes=args.socket_send_buffer_bytes,
@@ -92,6 +113,14 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         type=_tick_hz,
     )
     option(
+        "--speed",
+        "SPEED",
+        "1",
+        "simulated seconds per wall-clock second (timestamps are simulated time); "
+        f"speed / tick-hz may not exceed {MAX_STEP_S:g} s per step",
+        type=_positive_float,
+    )
+    option(
         "--seed",
         "SEED",
         None,
@@ -112,6 +141,20 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "*",
         "comma-separated origins allowed by CORS and for WebSocket handshakes; * allows all",
         type=_origins,
+    )
+    option(
+        "--control-token",
+        "CONTROL_TOKEN",
+        None,
+        "bearer token required by the endpoints that change the plant (faults, commands); "
+        "without one they are accepted only from --control-networks",
+    )
+    option(
+        "--control-networks",
+        "CONTROL_NETWORKS",
+        ",".join(map(str, LOOPBACK_NETWORKS)),
+        "comma-separated networks trusted to change the plant when no token is set",
+        type=_networks,
     )
     option("--log-level", "LOG_LEVEL", "info", "logging level", type=str.lower, choices=LOG_LEVELS)
     option(
@@ -218,6 +261,16 @@ def _origins(text: str) -> tuple[str, ...]:
     if not origins:
         raise argparse.ArgumentTypeError("give at least one origin, or * for all")
     return origins
+
+
+def _networks(text: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    try:
+        networks = tuple(ip_network(part.strip()) for part in text.split(",") if part.strip())
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if not networks:
+        raise argparse.ArgumentTypeError("give at least one network, e.g. 127.0.0.0/8")
+    return networks
 
 
 def _positive_int(text: str) -> int:

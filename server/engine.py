@@ -55,6 +55,7 @@ class Engine:
         self.stats = EngineStats()
         self.on_tick = on_tick
         self._task: asyncio.Task[None] | None = None
+        self.fleet_lock = asyncio.Lock()  # held while stepping; hold it to change the fleet
         self._wall_start_s = 0.0
         self._executor = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleet-step")
@@ -132,4 +133,7 @@ class Engine:
     async def _step(self) -> Frame:
         if self._executor is None:
             return self.fleet.step()
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self.fleet.step)
+        async with self.fleet_lock:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, self.fleet.step
+            )

@@ -25,7 +25,7 @@ async def machine_history(request: web.Request) -> web.Response:
     if machine_id not in store:
         return unknown_machine(machine_id, list(store.machine_types))
     query = request.query
-    max_seconds = settings.history_seconds
+    max_seconds = settings.history_seconds * settings.speed  # simulated seconds held
     seconds = _seconds(query.get("seconds"), max_seconds)
     if seconds is None:
         return json_error(

@@ -151,3 +151,14 @@ async def test_cors_origins_restricts_to_the_listed_origins(make_server: MakeSer
     assert allowed.headers["Access-Control-Allow-Origin"] == "http://dash.example"
     other = await harness.client.get("/machines", headers={"Origin": "http://evil.example"})
     assert "Access-Control-Allow-Origin" not in other.headers
+
+
+async def test_speed_runs_simulated_time_faster_than_the_wall_clock(
+    make_server: MakeServer,
+) -> None:
+    harness = await make_server(speed=60.0)
+    first = await (await harness.client.get("/machines/cnc_01/data")).json()
+    await harness.clock.tick(10)  # one wall-clock second
+    later = await (await harness.client.get("/machines/cnc_01/data")).json()
+    assert later["timestamp"] == _ms_after(first["timestamp"], 60_000)
+    assert (await (await harness.client.get("/")).json())["speed"] == 60.0

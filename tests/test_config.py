@@ -37,6 +37,17 @@ def test_environment_fills_every_option() -> None:
     assert settings.log_level == "debug"
 
 
+def test_control_settings_come_from_the_environment() -> None:
+    settings = load_settings([], {"CONTROL_TOKEN": "s3cret", "CONTROL_NETWORKS": "10.0.0.0/8"})
+    assert settings.control_token == "s3cret"
+    assert [str(network) for network in settings.control_networks] == ["10.0.0.0/8"]
+    assert load_settings([], {}).control_token is None
+
+
+def test_speed_scales_the_simulated_step() -> None:
+    assert load_settings(["--speed", "60"], {}).step_s == 6.0
+
+
 def test_flags_win_over_the_environment() -> None:
     settings = load_settings(["--port", "6000", "--seed", "1"], {"PORT": "5001", "SEED": "9"})
     assert (settings.port, settings.seed) == (6000, 1)
@@ -53,6 +64,8 @@ def test_flags_win_over_the_environment() -> None:
         (["--log-level", "loud"], {}, "invalid choice: 'loud'"),
         (["--cors-origins", " , "], {}, "give at least one origin"),
         (["--stall-timeout", "0"], {}, "must be a positive number"),
+        (["--speed", "500"], {}, "would step 50 simulated seconds per tick"),
+        ([], {"CONTROL_NETWORKS": "10.0.0.0/33"}, "10.0.0.0/33"),
     ],
 )
 def test_bad_values_stop_with_a_usage_error(

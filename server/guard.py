@@ -1,0 +1,60 @@
+"""Who may change the plant: a bearer token when one is set, else trusted networks only.
+
+Faults and commands change what every dashboard sees, so every mutating request
+(POST, PUT, PATCH, DELETE) is checked; reads stay open.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from ipaddress import ip_address
+
+from aiohttp import web
+
+from server.errors import json_error
+from server.keys import settings_key
+
+MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@web.middleware
+async def guard_mutations(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    if request.method in MUTATING_METHODS:
+        refusal = refuse(request)
+        if refusal is not None:
+            return refusal
+    return await handler(request)
+
+
+def refuse(request: web.Request) -> web.Response | None:
+    """The 401/403 answer for a request that may not change the plant, or None."""
+    settings = request.app[settings_key]
+    if settings.control_token is not None:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            response = json_error(
+                401, "unauthorized", "this endpoint needs 'Authorization: Bearer <CONTROL_TOKEN>'"
+            )
+            response.headers["WWW-Authenticate"] = 'Bearer realm="control"'
+            return response
+        if not hmac.compare_digest(token.strip().encode(), settings.control_token.encode()):
+            return json_error(403, "forbidden", "the bearer token is not the control token")
+        return None
+    remote = request.remote
+    try:
+        trusted = remote is not None and any(
+            ip_address(remote) in network for network in settings.control_networks
+        )
+    except ValueError:
+        trusted = False
+    if trusted:
+        return None
+    return json_error(
+        403,
+        "forbidden",
+        f"changes are accepted only from {', '.join(map(str, settings.control_networks))} "
+        "unless the server has a CONTROL_TOKEN; send it as 'Authorization: Bearer <token>'",
+    )
