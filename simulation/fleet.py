@@ -1,49 +1,97 @@
-"""A fleet: one vectorised model per machine type, stepped together into immutable frames."""
+"""A fleet: one vectorised model per machine type, stepped together into immutable frames.
+
+Besides stepping, the fleet is the control surface the server calls between steps (never
+while a step runs): inject and clear faults, list a machine's active faults, send commands,
+describe a machine's sensors. Every refusal is a :class:`~simulation.errors.ControlError`
+(a ``ValueError``) whose message says what is wrong and what would be valid.
+"""
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
+from simulation.errors import ControlError
+from simulation.faults import FaultRecord, FaultSet
 from simulation.fleet_spec import FleetSpec, default_fleet
-from simulation.models import MODEL_TYPES, MachineModel
+from simulation.models import MODEL_TYPES, MachineModel, SensorSpec
 
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """Every machine's readings after one step; never mutated once built.
+    """Every machine's readings and ground-truth labels after one step; never mutated once built.
 
-    ``values[k]`` holds the readings of ``Fleet.models[k]`` as ``(sensors, count)``.
+    Slot ``k`` of each tuple belongs to ``Fleet.models[k]``; a machine is column ``row`` of its
+    slot (``Fleet.placement[machine_id] == (k, row)``):
+
+    - ``values[k]``: telemetry ``(sensors, count)`` float64, in ``SENSORS`` order; NaN where
+      a sensor dropped out (a dropout fault).
+    - ``state[k]``: int8 codes of :class:`~simulation.states.State` (``STATE_NAMES[code]``).
+    - ``health[k]``: float64 0..1, the hidden health (1 new, 0 failed).
+    - ``rul_s[k]``: float64, remaining useful life in running seconds; NaN where undefined.
+    - ``faults[k]``: the active faults, ``faults[k].of(row)`` those of one machine.
+
+    Everything but ``values`` is ground truth a model under test must not see as input
+    (``docs/labels.md``). Label arrays may be shared between frames: they are never changed.
     """
 
     seq: int
     time_s: float
     values: tuple[np.ndarray, ...]
+    state: tuple[np.ndarray, ...] = ()
+    health: tuple[np.ndarray, ...] = ()
+    rul_s: tuple[np.ndarray, ...] = ()
+    faults: tuple[FaultSet, ...] = ()
 
 
 class Fleet:
-    """Builds the models a fleet description needs and steps them all at once."""
+    """Builds the models a fleet description needs and steps them all at once.
 
-    def __init__(self, spec: FleetSpec | None = None, *, seed: int, dt_s: float) -> None:
+    ``fault_rate_per_h`` is the rate of spontaneous faults per machine per simulated hour
+    (0 for none); they are drawn from each type's own seeded stream, so a seeded run is
+    reproducible, and one type's faults do not depend on the other types.
+    """
+
+    def __init__(
+        self,
+        spec: FleetSpec | None = None,
+        *,
+        seed: int,
+        dt_s: float,
+        fault_rate_per_h: float = 0.0,
+    ) -> None:
         if not dt_s > 0:
             raise ValueError(f"dt must be positive, got {dt_s!r}")
+        if not 0.0 <= fault_rate_per_h < math.inf:
+            raise ValueError(
+                "fault_rate_per_h must be a finite number >= 0 (spontaneous faults per machine "
+                f"per simulated hour), got {fault_rate_per_h!r}"
+            )
         spec = spec if spec is not None else default_fleet()
         self.dt_s = dt_s
         self.spec = spec
         self.seed = seed
+        self.fault_rate_per_h = fault_rate_per_h
         type_names = sorted({machine.machine_type for machine in spec.machines})
-        counts = {name: 0 for name in type_names}
+        ids: dict[str, list[str]] = {name: [] for name in type_names}
         self.placement: dict[str, tuple[int, int]] = {}
         slot_of_type = {name: slot for slot, name in enumerate(type_names)}
         for machine in spec.machines:
-            slot = slot_of_type[machine.machine_type]
-            self.placement[machine.machine_id] = (slot, counts[machine.machine_type])
-            counts[machine.machine_type] += 1
+            same_type = ids[machine.machine_type]
+            self.placement[machine.machine_id] = (
+                slot_of_type[machine.machine_type],
+                len(same_type),
+            )
+            same_type.append(machine.machine_id)
         self.models: tuple[MachineModel, ...] = tuple(
-            MODEL_TYPES[name](counts[name], _type_rng(seed, name)) for name in type_names
+            MODEL_TYPES[name](len(ids[name]), _type_rng(seed, name), machine_ids=tuple(ids[name]))
+            for name in type_names
         )
+        for model in self.models:
+            model.fault_rate_per_h = fault_rate_per_h
         self.seq = 0
 
     @property
@@ -52,12 +100,88 @@ class Fleet:
 
     def step(self) -> Frame:
         """Advance every machine by one step of ``dt_s`` simulated seconds; return the new frame."""
-        values = tuple(model.step(self.dt_s) for model in self.models)
+        models = self.models
+        values = tuple([model.step(self.dt_s) for model in models])
         self.seq += 1
-        return Frame(self.seq, self.seq * self.dt_s, values)
+        return Frame(
+            self.seq,
+            self.seq * self.dt_s,
+            values,
+            tuple([model.state for model in models]),
+            tuple([model.health for model in models]),
+            tuple([model.rul_s for model in models]),
+            tuple([model.faults.faults() for model in models]),
+        )
+
+    # -- description -------------------------------------------------------------------------
 
     def machine_type(self, machine_id: str) -> str:
-        return self.models[self.placement[machine_id][0]].TYPE_NAME
+        return self._locate(machine_id)[0].TYPE_NAME
+
+    def sensors(self, machine_id: str) -> tuple[SensorSpec, ...]:
+        """Each sensor's name, unit, typical range, thresholds and description."""
+        return self._locate(machine_id)[0].SENSORS
+
+    def fault_kinds(self, machine_id: str) -> tuple[str, ...]:
+        """The fault types that can be injected into this machine."""
+        return self._locate(machine_id)[0].fault_kinds()
+
+    # -- control (between steps) -------------------------------------------------------------
+
+    def inject_fault(
+        self,
+        machine_id: str,
+        kind: str,
+        severity: float,
+        *,
+        onset: str = "step",
+        duration_s: float | None = None,
+        sensor: str | None = None,
+    ) -> FaultRecord:
+        """Start a fault now (it acts from the next step) and return its record.
+
+        ``kind``: one of :meth:`fault_kinds`; ``severity``: 0..1; ``onset``: ``step``,
+        ``ramp`` or ``intermittent``; ``duration_s``: simulated seconds, None for a fault that
+        lasts until cleared (or, for a physical one, until maintained); ``sensor``: the target
+        of a sensor fault (``stuck``, ``drift``, ``bias``, ``noise``, ``dropout``), None for a
+        physical one.
+        """
+        model, row = self._locate(machine_id)
+        return model.inject_fault(
+            row, kind, severity, onset=onset, duration_s=duration_s, sensor=sensor
+        )
+
+    def clear_fault(self, machine_id: str, fault_id: str) -> FaultRecord:
+        """End one of the machine's active faults; return its record."""
+        model, row = self._locate(machine_id)
+        return model.clear_fault(row, fault_id)
+
+    def active_faults(self, machine_id: str) -> tuple[FaultRecord, ...]:
+        """The machine's active faults, oldest first."""
+        model, row = self._locate(machine_id)
+        return model.faults.of(row)
+
+    def command(self, machine_id: str, name: str) -> str:
+        """Send ``start``, ``stop``, ``maintain`` or ``reset``; return the machine's new mode.
+
+        ``start``: run now (refused in fault or maintenance). ``stop``: stop now and stay idle
+        until ``start``. ``maintain``: renew the worn part (health back to about 1), clear the
+        physical faults, stop for a while, then run again (or stay idle after a ``stop``).
+        ``reset``: clear the fault state and all faults (refused while health is 0).
+        """
+        model, row = self._locate(machine_id)
+        return model.command(row, name).name.lower()
+
+    def _locate(self, machine_id: str) -> tuple[MachineModel, int]:
+        place = self.placement.get(machine_id)
+        if place is None:
+            raise ControlError(
+                f"unknown machine {machine_id!r}; the fleet has {self.size} machines "
+                "(GET /machines lists them)",
+                field="machine_id",
+            )
+        slot, row = place
+        return self.models[slot], row
 
 
 def _type_rng(seed: int, type_name: str) -> np.random.Generator:

@@ -1,4 +1,8 @@
-"""The CNC mill model: a real tool path, load-driven spindle dip, tool heat and vibration."""
+"""The CNC mill model: a real tool path, load-driven spindle dip, tool heat and vibration.
+
+These tests study the steady physics: mills built with ``steady=True`` run without idle gaps
+and with sharp tools that do not wear. States, wear and faults have their own tests.
+"""
 
 from __future__ import annotations
 
@@ -40,13 +44,13 @@ def record(model: CncMill, dt_s: float, duration_s: float) -> Trace:
 @pytest.fixture(scope="module")
 def trace() -> Trace:
     """200 mills for 10 simulated minutes at the server's 0.1 s tick (about 3 program cycles)."""
-    return record(CncMill(200, np.random.default_rng(SEED)), 0.1, 600.0)
+    return record(CncMill(200, np.random.default_rng(SEED), steady=True), 0.1, 600.0)
 
 
 @pytest.fixture(scope="module")
 def coarse_trace() -> Trace:
     """The same 200 mills stepped at 5 s for the same 10 minutes."""
-    return record(CncMill(200, np.random.default_rng(SEED)), 5.0, 600.0)
+    return record(CncMill(200, np.random.default_rng(SEED), steady=True), 5.0, 600.0)
 
 
 def step_distance_mm(readings: np.ndarray) -> np.ndarray:
@@ -70,8 +74,8 @@ def test_sensors_are_the_seed_names_in_order() -> None:
 
 
 def test_same_seed_gives_identical_arrays() -> None:
-    first, second = (CncMill(50, np.random.default_rng(SEED)) for _ in range(2))
-    other = CncMill(50, np.random.default_rng(SEED + 1))
+    first, second = (CncMill(50, np.random.default_rng(SEED), steady=True) for _ in range(2))
+    other = CncMill(50, np.random.default_rng(SEED + 1), steady=True)
     for dt_s in (0.1, 0.1, 2.5, 0.1) * 25:
         a, b, c = first.step(dt_s), second.step(dt_s), other.step(dt_s)
         np.testing.assert_array_equal(a, b)
@@ -79,7 +83,7 @@ def test_same_seed_gives_identical_arrays() -> None:
 
 
 def test_instances_get_their_own_parameters() -> None:
-    model = CncMill(100, np.random.default_rng(SEED))
+    model = CncMill(100, np.random.default_rng(SEED), steady=True)
     for name in (
         "spindle_setpoint_rpm",
         "tool_diameter_mm",
@@ -100,7 +104,7 @@ def test_instances_get_their_own_parameters() -> None:
 
 
 def test_step_returns_a_new_array_each_time() -> None:
-    model = CncMill(10, np.random.default_rng(SEED))
+    model = CncMill(10, np.random.default_rng(SEED), steady=True)
     first = model.step(0.1)
     kept = first.copy()
     second = model.step(0.1)
@@ -113,7 +117,7 @@ def test_step_returns_a_new_array_each_time() -> None:
 
 
 def test_one_hour_of_1000_mills_stays_finite_and_physical() -> None:
-    model = CncMill(1_000, np.random.default_rng(SEED))
+    model = CncMill(1_000, np.random.default_rng(SEED), steady=True)
     low = np.full((6, 1), np.inf)
     high = np.full((6, 1), -np.inf)
     for _ in range(36_000):
@@ -155,7 +159,7 @@ def test_positions_are_continuous_at_five_second_steps(coarse_trace: Trace) -> N
 
 @pytest.mark.parametrize(("dt_s", "duration_s"), [(0.01, 30.0), (10.0, 3_600.0)])
 def test_extreme_steps_stay_finite_and_continuous(dt_s: float, duration_s: float) -> None:
-    model = CncMill(100, np.random.default_rng(SEED))
+    model = CncMill(100, np.random.default_rng(SEED), steady=True)
     readings = record(model, dt_s, duration_s).readings
     assert np.isfinite(readings).all()
     distance = step_distance_mm(readings)
@@ -243,7 +247,7 @@ def test_spindle_dips_a_few_percent_under_load(trace: Trace) -> None:
 
 def test_tool_heats_exponentially_toward_a_load_dependent_plateau() -> None:
     """Under a constant load the tool approaches ``ambient + rise * sqrt(load)`` with ``tau``."""
-    model = CncMill(100, np.random.default_rng(SEED))
+    model = CncMill(100, np.random.default_rng(SEED), steady=True)
     load = np.linspace(0.1, 1.0, 100)
     plateau = model.ambient_c + model.tool_rise_full_load_c * np.sqrt(load)
     assert np.all(plateau - model.ambient_c > 55)

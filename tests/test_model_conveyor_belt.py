@@ -14,7 +14,8 @@ SPEED, LOAD, BEARING, ITEMS = range(4)
 
 
 def make_belt(count: int, seed: int = SEED) -> ConveyorBelt:
-    return ConveyorBelt(count, np.random.default_rng(seed))
+    """Belts that run without stops and do not wear: the steady physics."""
+    return ConveyorBelt(count, np.random.default_rng(seed), steady=True)
 
 
 @dataclass

@@ -12,7 +12,8 @@ ANGLE, TEMPERATURE, VIBRATION, POWER = range(4)
 
 
 def make_arm(count: int, seed: int = SEED) -> RoboticArm:
-    return RoboticArm(count, np.random.default_rng(seed))
+    """Arms that run without idle gaps and do not wear: the steady physics."""
+    return RoboticArm(count, np.random.default_rng(seed), steady=True)
 
 
 def simulate(arm: RoboticArm, dt_s: float, steps: int) -> np.ndarray:

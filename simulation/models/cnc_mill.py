@@ -5,14 +5,26 @@ retract, rapid home, dwell for the part change) with its own dimensions, feeds a
 current move of each instance is a segment index plus the time spent in it; a move that is a feed
 move in material sets the cutting load (spindle power used / rated power, 0..1) that drives the
 spindle's speed dip, the tool's heating and the spindle vibration.
+
+Mills work in batches of parts: a run period ends at the end of a program cycle (the mill
+waits at home, spindle stopped), then an idle gap follows. A stop command or a fault is a
+feed hold: the axes stop where they are and the spindle runs down. The tool wears while it
+cuts, at a rate set by Taylor's tool life for its cutting speed; a worn tool needs more power
+(more spindle dip and heat) and chatters (more vibration). The controller changes the tool at
+the end of the cycle in which its tool-life counter expires; a tool that wears out before
+that fails the machine.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
+from simulation.health import Degradation
 from simulation.models.base import MachineModel, SensorSpec
 from simulation.signals import first_order_lag, lag_gain, uniform
+from simulation.states import DutyCycle
 
 
 class Move:
@@ -31,7 +43,23 @@ DEPTH_LEVELS = 3  # depth steps per pocket
 MIN_SEGMENT_S = 1e-3  # floor for a segment's duration, so every segment consumes time
 VIBRATION_LOG_SIGMA = 0.15  # spread of successive RMS readings (lognormal)
 VIBRATION_FLOOR_MM_S = 0.02  # sensor noise floor, mm/s RMS
-SPINDLE_NOISE_FRACTION = 5e-4  # speed read-out jitter (std) as a fraction of the setpoint
+SPINDLE_NOISE_FRACTION = 5e-4  # speed read-out jitter (std) as a fraction of the speed
+JITTER_SPAN = SPINDLE_NOISE_FRACTION * np.sqrt(12.0)  # width of the uniform jitter, per rpm
+SPINDLE_FLOOR_RPM = 1e-6  # a stopped spindle's speed decays to this, never to subnormal floats
+TAYLOR_N = 0.4  # Taylor exponent of the coated carbide end mills (V * T^n = C)
+TAYLOR_C_M_MIN = (2_400.0, 3_000.0)  # Taylor constant per mill (tool grade, coolant, alloy)
+TOOL_LIFE_LOG_STD = 0.1  # tool-to-tool scatter of the life around Taylor's (lognormal)
+TOOL_CHANGE_AT = 0.8  # the controller changes the tool after this share of its Taylor life
+FORCE_WEAR_GAIN = 0.6  # a worn-out tool (flank wear 0.3 mm) needs 60 % more cutting power
+HEAT_WEAR_GAIN = 0.3  # ... and rubs: 30 % more temperature rise for the same power
+VIBRATION_WEAR_GAIN = 1.5  # ... and chatters: 2.5x the cutting vibration
+TOOL_WEAR_FAULT_GAIN = 9.0  # accelerated tool wear of severity 1: the tool wears 10x faster
+BREAKAGE_FORCE_GAIN = 0.5  # a broken edge of severity 1: 50 % more cutting power,
+BREAKAGE_VIBRATION_GAIN = 2.0  # ... and 3x the cutting vibration (run-out of the flutes)
+OVERHEAT_GAIN = 1.0  # overheating of severity 1 (coolant lost) doubles the tool's rise
+BEARING_VIBRATION_MM_S = 5.0  # spindle bearing defect of severity 1, at the set speed (~ speed)
+IMBALANCE_VIBRATION_MM_S = 6.0  # spindle imbalance of severity 1, at the set speed (~ speed^2)
+HEAT, BEARING, TOOL_WEAR, BREAKAGE, IMBALANCE = range(5)  # rows of the fault intensities
 
 
 def _pocket_program() -> tuple[np.ndarray, np.ndarray]:
@@ -97,10 +125,12 @@ class CncMill(MachineModel):
         SensorSpec(
             name="spindle_speed",
             unit="rpm",
-            description="Measured spindle speed; dips a few percent under cutting load",
-            typical_min=11_000,
+            description="Measured spindle speed; dips a few percent under cutting load, "
+            "0 when stopped",
+            typical_min=0,
             typical_max=24_100,
             decimals=0,
+            grafana_unit="rotrpm",
         ),
         SensorSpec(
             name="tool_temperature",
@@ -109,6 +139,9 @@ class CncMill(MachineModel):
             typical_min=20,
             typical_max=230,
             decimals=1,
+            warning=260.0,
+            alarm=320.0,
+            grafana_unit="celsius",
         ),
         SensorSpec(
             name="axis_x_position",
@@ -117,6 +150,7 @@ class CncMill(MachineModel):
             typical_min=0,
             typical_max=350,
             decimals=3,
+            grafana_unit="lengthmm",
         ),
         SensorSpec(
             name="axis_y_position",
@@ -125,6 +159,7 @@ class CncMill(MachineModel):
             typical_min=0,
             typical_max=150,
             decimals=3,
+            grafana_unit="lengthmm",
         ),
         SensorSpec(
             name="axis_z_position",
@@ -133,19 +168,39 @@ class CncMill(MachineModel):
             typical_min=-20,
             typical_max=75,
             decimals=3,
+            grafana_unit="lengthmm",
         ),
         SensorSpec(
             name="vibration_spindle",
             unit="mm/s",
-            description="Spindle housing vibration velocity, RMS; rises with cutting load",
+            description="Spindle housing vibration velocity, RMS; rises with cutting load "
+            "(thresholds: ISO 10816 zones C and D of a class II machine)",
             typical_min=0,
             typical_max=4.5,
             decimals=2,
+            warning=2.8,
+            alarm=7.1,
+            grafana_unit="suffix: mm/s",
         ),
     )
+    PHYSICAL_FAULTS = (
+        "overheating",
+        "bearing_defect",
+        "tool_wear",
+        "tool_breakage",
+        "spindle_imbalance",
+    )
+    DUTY = DutyCycle(run_s=(1200.0, 5400.0), idle_s=(120.0, 1200.0), maintenance_s=(600.0, 1800.0))
 
-    def __init__(self, count: int, rng: np.random.Generator) -> None:
-        super().__init__(count, rng)
+    def __init__(
+        self,
+        count: int,
+        rng: np.random.Generator,
+        *,
+        steady: bool = False,
+        machine_ids: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(count, rng, steady=steady, machine_ids=machine_ids)
         self._draw_parameters()
         self._init_path()
         self._spindle_rpm = self.spindle_setpoint_rpm.copy()
@@ -153,6 +208,7 @@ class CncMill(MachineModel):
         self._gain_dt_s = np.nan
         self._spindle_gain = np.zeros(count)
         self._tool_gain = np.zeros(count)
+        self._init_condition()
 
     # --- parameters -------------------------------------------------------------------------
 
@@ -199,8 +255,6 @@ class CncMill(MachineModel):
             axis=1,
         )
         self._droop_rpm = self.spindle_droop_full_load * self.spindle_setpoint_rpm
-        self._jitter_span_rpm = SPINDLE_NOISE_FRACTION * np.sqrt(12.0) * self.spindle_setpoint_rpm
-        self._vibration_idle_per_rpm = self.vibration_idle_mm_s / self.spindle_setpoint_rpm
         self._move_table = self._build_move_table()
 
     def _build_move_table(self) -> np.ndarray:
@@ -245,8 +299,13 @@ class CncMill(MachineModel):
         self._segment_load = np.zeros(n)
         everyone = np.arange(n)
         self._cycle_s = np.zeros(n)
+        self._cycle_load_s = np.zeros(n)  # integral of the cutting load over a cycle
+        self._cycle_cutting_s = np.zeros(n)  # time in material per cycle
         for segment in range(SEGMENT_COUNT):
-            self._cycle_s += self._enter_segment(everyone, np.full(n, segment, dtype=np.int64))[0]
+            duration_s, load = self._enter_segment(everyone, np.full(n, segment, dtype=np.int64))
+            self._cycle_s += duration_s
+            self._cycle_load_s += duration_s * load
+            self._cycle_cutting_s += duration_s * (load > 0)
         self._enter_segment(everyone, self.rng.integers(0, SEGMENT_COUNT, n))
         self._segment_time_s = self._segment_duration_s * self.rng.random(n)
         self._cutting_load = self._segment_load.copy()
@@ -268,9 +327,11 @@ class CncMill(MachineModel):
         return duration_s, load
 
     def _advance_path(self, dt_s: float) -> None:
-        """Move every instance ``dt_s`` along its program; set the step's mean cutting load."""
-        self._segment_time_s += dt_s
-        np.copyto(self._cutting_load, self._segment_load)
+        """Move every running instance ``dt_s`` along its program; set the step's mean load."""
+        running = self.operation.running
+        advance_s = running * dt_s
+        self._segment_time_s += advance_s
+        np.multiply(self._segment_load, running, out=self._cutting_load)
         crossed = np.flatnonzero(self._segment_time_s >= self._segment_duration_s)
         if crossed.size:
             self._cross_segments(crossed, dt_s)
@@ -280,16 +341,23 @@ class CncMill(MachineModel):
 
         The step's mean load is corrected by the time spent in each later segment. Whole program
         cycles inside one step are skipped (fmod), so the loop runs at most about SEGMENT_COUNT
-        times (each time over the instances still crossing): every segment lasts > 0.
+        times (each time over the instances still crossing): every segment lasts > 0. A mill
+        that ends its cycle here changes its tool if due, and stops at home if its run is over.
         """
         excess_s = np.fmod(
             self._segment_time_s[idx] - self._segment_duration_s[idx], self._cycle_s[idx]
         )
         old_load = self._segment_load[idx]
         while True:
-            duration_s, load = self._enter_segment(idx, _NEXT[self._segment[idx]])
+            segment = _NEXT[self._segment[idx]]
+            duration_s, load = self._enter_segment(idx, segment)
             self._cutting_load[idx] += (load - old_load) * (excess_s / dt_s)
             inside = excess_s < duration_s
+            wrapped = np.flatnonzero(segment == 0)
+            if wrapped.size:
+                halted = wrapped[self._end_cycle(idx[wrapped])]
+                inside[halted] = True
+                excess_s[halted] = 0.0
             if inside.all():
                 self._segment_time_s[idx] = excess_s
                 return
@@ -298,6 +366,99 @@ class CncMill(MachineModel):
             excess_s = excess_s[onward] - duration_s[onward]
             old_load = load[onward]
             idx = idx[onward]
+
+    def _end_cycle(self, idx: np.ndarray) -> np.ndarray:
+        """Instances ``idx`` finished a program cycle: change due tools; which of them stop here.
+
+        Like a controller's tool-life management, a tool whose counter would expire during the
+        next cycle is changed before it starts.
+        """
+        due = self.wear.usage_s[idx] + self._cycle_s[idx] >= self._tool_change_at_s[idx]
+        if due.any():
+            self._change_tools(idx[due])
+        halted = self._finishing[idx]
+        if halted.any():
+            self._finishing[idx[halted]] = False
+            self.operation.go_idle(idx[halted], self.time_s)
+        return halted
+
+    def _change_tools(self, idx: np.ndarray) -> None:
+        """Put new, cold tools in ``idx`` (counted); the faults of the old tools go with them."""
+        self.tool_changes[idx] += 1
+        self.wear.renew(idx, self._new_life_s(idx))
+        self._tool_temperature_c[idx] = self.ambient_c[idx]
+        self.faults.clear(idx, ("tool_wear", "tool_breakage"))
+        self._renewed(idx)
+
+    # --- condition -----------------------------------------------------------------------------
+
+    def _init_condition(self) -> None:
+        """Taylor tool lives, the tool-wear clock and the factors that wear and faults set."""
+        n = self.count
+        self.taylor_c_m_min = uniform(self.events, *TAYLOR_C_M_MIN, n)
+        # Taylor: V * T^n = C, T in minutes of cutting at the cutting speed V (m/min).
+        self.tool_life_min = (self.taylor_c_m_min / self.cutting_speed_m_min) ** (1 / TAYLOR_N)
+        cutting_share = self._cycle_cutting_s / self._cycle_s
+        self._nominal_life_s = 60.0 * self.tool_life_min / cutting_share  # running seconds
+        self._tool_change_at_s = TOOL_CHANGE_AT * self._nominal_life_s
+        self._mean_load = self._cycle_load_s / self._cycle_s  # per running second
+        self.tool_changes = np.zeros(n, dtype=np.int64)
+        self._finishing = np.zeros(n, dtype=bool)
+        self.wear = Degradation(self._new_life_s(np.arange(n)), self.events, wear=not self.steady)
+        self._usage_per_load_s = np.zeros(n)
+        self._force_factor = np.zeros(n)
+        self._tool_rise_c = np.zeros(n)
+        self._vibration_cut_mm_s = np.zeros(n)
+        self._vibration_per_rpm = np.zeros(n)
+        self._imbalance_per_rpm2 = np.zeros(n)
+        self._imbalanced = np.empty(0, dtype=np.int64)
+        self._refresh()
+
+    def _new_life_s(self, idx: np.ndarray) -> np.ndarray:
+        scatter = np.exp(TOOL_LIFE_LOG_STD * self.events.standard_normal(idx.size))
+        return self._nominal_life_s[idx] * scatter
+
+    def _update_factors(self, idx: np.ndarray | slice) -> None:
+        """Tool wear and faults, as force, heat, vibration and wear-rate factors of ``idx``."""
+        worn = 1.0 - self.health[idx]
+        heat, bearing, tool_wear, breakage, imbalance = self.faults.intensity[:, idx]
+        self._force_factor[idx] = 1.0 + FORCE_WEAR_GAIN * worn + BREAKAGE_FORCE_GAIN * breakage
+        self._tool_rise_c[idx] = (
+            self.tool_rise_full_load_c[idx]
+            * (1.0 + HEAT_WEAR_GAIN * worn)
+            * (1.0 + OVERHEAT_GAIN * heat)
+        )
+        self._vibration_cut_mm_s[idx] = self.vibration_full_load_mm_s[idx] * (
+            1.0 + VIBRATION_WEAR_GAIN * worn + BREAKAGE_VIBRATION_GAIN * breakage
+        )
+        setpoint = self.spindle_setpoint_rpm[idx]
+        self._vibration_per_rpm[idx] = (
+            self.vibration_idle_mm_s[idx] + BEARING_VIBRATION_MM_S * bearing
+        ) / setpoint
+        self._imbalance_per_rpm2[idx] = IMBALANCE_VIBRATION_MM_S * imbalance / setpoint**2
+        self._imbalanced = np.flatnonzero(self._imbalance_per_rpm2)
+        gain = 1.0 + TOOL_WEAR_FAULT_GAIN * tool_wear
+        self._wear_gain[idx] = gain
+        wearing = 0.0 if self.steady else 1.0
+        self._usage_per_load_s[idx] = wearing * gain / self._mean_load[idx]
+
+    def _end_run(self, idx: np.ndarray) -> None:
+        """The mill finishes the part it is cutting, then waits at home."""
+        self._finishing[idx] = True
+
+    def _stop_cycle(self, idx: np.ndarray) -> None:
+        self._finishing[idx] = False
+
+    def _on_fault(self, instance: int, kind: str, severity: float) -> None:
+        """A broken edge takes ``severity`` of the tool's remaining life at once."""
+        if kind == "tool_breakage":
+            usage = self.wear.usage_s[instance]
+            self.wear.usage_s[instance] = usage + severity * (self.wear.life_s[instance] - usage)
+
+    def _on_maintain(self, idx: np.ndarray) -> None:
+        """Maintenance puts a new tool in, too (counted)."""
+        self.tool_changes[idx] += 1
+        self._tool_temperature_c[idx] = self.ambient_c[idx]
 
     # --- physics ------------------------------------------------------------------------------
 
@@ -310,28 +471,37 @@ class CncMill(MachineModel):
         return self._spindle_gain, self._tool_gain
 
     def _update_spindle(self, load: np.ndarray, dt_s: float) -> None:
-        """Speed lags toward the setpoint minus a droop proportional to the cutting load."""
+        """Speed lags toward the setpoint minus a droop proportional to the load; 0 if stopped."""
         target = self._droop_rpm * load
         np.subtract(self.spindle_setpoint_rpm, target, out=target)
+        target *= self.operation.running
         first_order_lag(self._spindle_rpm, target, self._lag_gains(dt_s)[0])
+        np.maximum(self._spindle_rpm, SPINDLE_FLOOR_RPM, out=self._spindle_rpm)
 
     def _update_tool_temperature(self, sqrt_load: np.ndarray, dt_s: float) -> None:
-        """Tool heats toward ``ambient + rise_full_load * sqrt(load)``; at no load it cools."""
-        target = self.tool_rise_full_load_c * sqrt_load
+        """Tool heats toward ``ambient + rise * sqrt(load)``; at no load it cools."""
+        target = self._tool_rise_c * sqrt_load
         target += self.ambient_c
         first_order_lag(self._tool_temperature_c, target, self._lag_gains(dt_s)[1])
 
     def _read_spindle_speed(self, out: np.ndarray) -> None:
-        """Measured speed: spindle speed plus encoder jitter (uniform, std 0.05 % of setpoint)."""
+        """Measured speed: spindle speed plus encoder jitter (uniform, std 0.05 % of the speed)."""
         jitter = self.rng.random(self.count)
         jitter -= 0.5
-        np.multiply(jitter, self._jitter_span_rpm, out=out)
+        np.multiply(jitter, self._spindle_rpm, out=out)
+        out *= JITTER_SPAN
         out += self._spindle_rpm
 
     def _read_vibration(self, sqrt_load: np.ndarray, out: np.ndarray) -> None:
-        """RMS velocity: idle level (scales with speed) plus a cutting term, lognormal scatter."""
-        np.multiply(self._spindle_rpm, self._vibration_idle_per_rpm, out=out)
-        out += self.vibration_full_load_mm_s * sqrt_load
+        """RMS velocity: idle level (scales with speed) plus a cutting term, lognormal scatter.
+
+        A spindle imbalance adds a 1x-rate component growing with the speed squared.
+        """
+        np.multiply(self._spindle_rpm, self._vibration_per_rpm, out=out)
+        out += self._vibration_cut_mm_s * sqrt_load
+        if self._imbalanced.size:
+            rpm = self._spindle_rpm[self._imbalanced]
+            out[self._imbalanced] += self._imbalance_per_rpm2[self._imbalanced] * rpm * rpm
         scatter = self.rng.standard_normal(self.count)
         scatter *= VIBRATION_LOG_SIGMA
         np.exp(scatter, out=scatter)
@@ -355,9 +525,12 @@ class CncMill(MachineModel):
         """Kind of the move each instance is in now (codes of :class:`Move`), a new array."""
         return _KINDS[self._segment]
 
-    def step(self, dt_s: float) -> np.ndarray:
+    def _advance(self, dt_s: float) -> np.ndarray:
         self._advance_path(dt_s)
-        load = self._cutting_load
+        usage = self._cutting_load * self._usage_per_load_s
+        usage *= dt_s
+        self.wear.usage_s += usage
+        load = self._cutting_load * self._force_factor  # the load the tool's condition needs
         self._update_spindle(load, dt_s)
         sqrt_load = np.sqrt(load)  # heat and vibration grow sub-linearly with the load
         self._update_tool_temperature(sqrt_load, dt_s)

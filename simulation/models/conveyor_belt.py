@@ -7,6 +7,10 @@ the far end. The mass on the belt (the *payload*) sets the motor load, the slip 
 on its drive pulley and, through a slow thermal lag of the motor load, the bearing
 temperature.
 
+Belts start and stop (the drive ramps the speed with a soft-start lag); a stopped belt
+carries nothing and draws nothing. The drive-pulley bearing wears while the belt runs, faster
+under load (bearing life goes with load cubed); its wear adds friction heat, drag and slip.
+
 Items are tracked exactly, for any step length, with a small ring per instance holding the
 belt's odometer reading at each item's arrival: the head item leaves once the belt has
 travelled the belt's length past that reading. Only the head is ever looked at, so a step
@@ -16,10 +20,14 @@ one step are played in order, so long steps (several items on and off) stay exac
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
+from simulation.health import Degradation
 from simulation.models.base import MachineModel, SensorSpec
 from simulation.signals import first_order_lag, lag_gain, ou_step, uniform
+from simulation.states import DutyCycle
 
 RING_SLOTS = 64  # items one belt can track at once; a power of two (ring index by bit mask)
 _SLOT_MASK = RING_SLOTS - 1
@@ -33,6 +41,20 @@ SLIP_JITTER_LOG_STD = 0.3  # std of the log-normal stick-slip factor around the 
 SPEED_REGULATION_STD = 0.0005  # relative speed error of the drive's regulation (1 sigma)
 MOTOR_LOAD_NOISE_PCT = 0.5  # %, measurement noise of the drive's load reading (1 sigma)
 BEARING_ADC_STEP_K = 0.05  # K, resolution of the bearing sensor's converter (uniform error)
+DRIVE_TAU_S = 1.5  # s, soft-start/stop lag of the drive speed
+DRIVE_FLOOR = 1e-12  # a stopped drive's speed ratio decays to this, never to subnormal floats
+LIFE_H = (10.0, 30.0)  # running hours at the design load until the bearing fails (health 0)
+BEARING_LOAD_GAIN = 1.0  # bearing load = tension share * (1 + gain * payload_fraction)
+WEAR_RISE_K = 45.0  # K, friction heat of a fully worn bearing at full speed
+DEFECT_RISE_K = 80.0  # K, friction heat of a bearing defect of severity 1 at full speed
+WEAR_DRAG = 0.3  # no-load share grows by this fraction with a fully worn bearing
+DEFECT_DRAG = 0.5  # ... and with a bearing defect of severity 1
+DEFECT_WEAR_GAIN = 4.0  # a bearing defect of severity 1 makes the bearing wear 5x faster
+OVERHEAT_GAIN = 1.5  # overheating of severity 1 (cooling lost) raises every heat rise 2.5x
+SLIP_WEAR_GAIN = 2.0  # a fully worn belt drive slips 3x more under load
+SLIP_FAULT_GAIN = 4.0  # belt slip of severity 1: 5x more slip under load ...
+SLIP_FAULT_FLOOR = 0.08  # ... and 8 % slip even when empty
+HEAT, BEARING, SLIP = range(3)  # rows of the physical fault intensities
 
 
 class ConveyorBelt(MachineModel):
@@ -43,26 +65,36 @@ class ConveyorBelt(MachineModel):
         SensorSpec(
             name="belt_speed",
             unit="m/s",
-            description="Belt surface speed: the drive's setpoint less slip that grows with load",
-            typical_min=0.5,
+            description="Belt surface speed: the drive's setpoint less slip that grows with load; "
+            "0 when stopped",
+            typical_min=0.0,
             typical_max=2.5,
             decimals=3,
+            grafana_unit="velocityms",
         ),
         SensorSpec(
             name="motor_load",
             unit="%",
-            description="Drive motor load: no-load friction plus the mass of the items on the belt",
-            typical_min=15.0,
+            description="Drive motor load: no-load friction plus the mass of the items on the "
+            "belt; 0 when stopped",
+            typical_min=0.0,
             typical_max=70.0,
             decimals=1,
+            warning=90.0,
+            alarm=105.0,
+            grafana_unit="percent",
         ),
         SensorSpec(
             name="bearing_temperature",
             unit="°C",
-            description="Drive-pulley bearing temperature, a slow thermal lag of the motor load",
+            description="Drive-pulley bearing temperature: a slow thermal lag of the motor load "
+            "and the bearing's friction",
             typical_min=20.0,
             typical_max=50.0,
             decimals=2,
+            warning=60.0,
+            alarm=75.0,
+            grafana_unit="celsius",
         ),
         SensorSpec(
             name="items_processed",
@@ -74,14 +106,24 @@ class ConveyorBelt(MachineModel):
             integer=True,
         ),
     )
+    PHYSICAL_FAULTS = ("overheating", "bearing_defect", "belt_slip")
+    DUTY = DutyCycle(run_s=(900.0, 5400.0), idle_s=(60.0, 900.0), maintenance_s=(1200.0, 2700.0))
 
-    def __init__(self, count: int, rng: np.random.Generator) -> None:
-        super().__init__(count, rng)
+    def __init__(
+        self,
+        count: int,
+        rng: np.random.Generator,
+        *,
+        steady: bool = False,
+        machine_ids: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(count, rng, steady=steady, machine_ids=machine_ids)
         self._draw_belt_parameters()
         self._draw_drive_parameters()
         self._draw_thermal_parameters()
         self._init_items()
         self._init_state()
+        self._init_condition()
 
     # -- parameters ------------------------------------------------------------------------
 
@@ -145,8 +187,49 @@ class ConveyorBelt(MachineModel):
         self.payload_fraction = np.zeros(n)  # mass on the belt / rated payload
         self.motor_load_pct = self.no_load_pct.copy()  # noise-free load that drives the heat
         self.bearing_c = self.ambient_c.copy()  # cold start at ambient
+        self.drive_ratio = self.operation.running.copy()  # drive speed / setpoint, 0..1
         self._gain_dt_s = -1.0
         self._bearing_gain = np.zeros(n)
+        self._drive_gain = 0.0
+
+    def _init_condition(self) -> None:
+        """The bearing's wear clock and the factors that wear and faults set."""
+        n = self.count
+        self.wear = Degradation(self._new_life_s(np.arange(n)), self.events, wear=not self.steady)
+        # Bearing wear rate per running second, at the design load, is 1 (one usage second).
+        self._design_load_cubed = (1.0 + BEARING_LOAD_GAIN * self.design_fill_fraction) ** 3
+        self._usage_scale = np.zeros(n)  # usage seconds per (running second * load factor)
+        self._rise_per_pct = np.zeros(n)  # K of bearing rise per % motor load
+        self._friction_rise_k = np.zeros(n)  # K of bearing friction heat at full speed
+        self._no_load_eff_pct = np.zeros(n)
+        self._load_span_pct = np.zeros(n)  # 100 - no-load share
+        self._slip_per_payload = np.zeros(n)
+        self._slip_floor = np.zeros(n)
+        self._slipping = np.empty(0, dtype=np.int64)
+        self._refresh()
+
+    def _new_life_s(self, idx: np.ndarray) -> np.ndarray:
+        return 3600.0 * self.events.uniform(*LIFE_H, idx.size)
+
+    def _update_factors(self, idx: np.ndarray | slice) -> None:
+        """Bearing wear and faults, as heat, drag, slip and wear-rate factors of ``idx``."""
+        worn = 1.0 - self.health[idx]
+        heat, defect, slip = self.faults.intensity[:, idx]
+        cooling_loss = 1.0 + OVERHEAT_GAIN * heat
+        self._rise_per_pct[idx] = self.bearing_rise_full_load_k[idx] * cooling_loss / 100.0
+        self._friction_rise_k[idx] = (WEAR_RISE_K * worn + DEFECT_RISE_K * defect) * cooling_loss
+        no_load = self.no_load_pct[idx] * (1.0 + WEAR_DRAG * worn + DEFECT_DRAG * defect)
+        self._no_load_eff_pct[idx] = no_load
+        self._load_span_pct[idx] = 100.0 - no_load
+        self._slip_per_payload[idx] = self.full_load_slip_fraction[idx] * (
+            1.0 + SLIP_WEAR_GAIN * worn + SLIP_FAULT_GAIN * slip
+        )
+        self._slip_floor[idx] = SLIP_FAULT_FLOOR * slip
+        self._slipping = self._slip_floor.nonzero()[0]
+        gain = 1.0 + DEFECT_WEAR_GAIN * defect
+        self._wear_gain[idx] = gain
+        wearing = 0.0 if self.steady else 1.0
+        self._usage_scale[idx] = wearing * gain / self._design_load_cubed[idx]
 
     # -- physics ---------------------------------------------------------------------------
 
@@ -161,18 +244,31 @@ class ConveyorBelt(MachineModel):
         np.maximum(factor, MIN_RATE_FACTOR, out=factor)
         np.multiply(factor, self.mean_arrival_rate_per_s, out=self.arrival_rate_per_s)
 
+    def _run_drive(self, dt_s: float) -> None:
+        """The drive ramps toward the setpoint while running and toward standstill otherwise."""
+        if dt_s != self._gain_dt_s:
+            self._bearing_gain = lag_gain(dt_s, self.bearing_tau_s)
+            self._drive_gain = float(lag_gain(dt_s, DRIVE_TAU_S))
+            self._gain_dt_s = dt_s
+        first_order_lag(self.drive_ratio, self.operation.running, self._drive_gain)
+        np.maximum(self.drive_ratio, DRIVE_FLOOR, out=self.drive_ratio)
+
     def _belt_speed_mps(self) -> np.ndarray:
-        """Setpoint less slip (never negative, mean proportional to payload), regulation error."""
+        """Drive speed less slip (mean proportional to payload, plus faults), regulation error."""
         # Stick-slip: a log-normal factor of mean 1, so the slip spreads more under load.
         slip = SLIP_JITTER_LOG_STD * self.speed_noise
         slip -= 0.5 * SLIP_JITTER_LOG_STD**2
         np.exp(slip, out=slip)
-        slip *= self.payload_fraction
-        slip *= self.full_load_slip_fraction
+        mean_slip = self.payload_fraction * self._slip_per_payload
+        if self._slipping.size:  # belts with a belt_slip fault slip even when empty
+            mean_slip[self._slipping] += self._slip_floor[self._slipping]
+        slip *= mean_slip
         speed = SPEED_REGULATION_STD * self.speed_noise
         speed += slip
         np.subtract(1.0, speed, out=speed)
+        np.maximum(speed, 0.0, out=speed)
         speed *= self.speed_setpoint_mps
+        speed *= self.drive_ratio
         return speed
 
     def _update_load(self) -> None:
@@ -180,17 +276,34 @@ class ConveyorBelt(MachineModel):
         np.subtract(self.items_loaded, self.items_processed, out=self.items_on_belt)
         np.multiply(self.items_on_belt, self.item_mass_kg, out=self.payload_fraction)
         self.payload_fraction /= self.rated_payload_kg
-        np.multiply(100.0 - self.no_load_pct, self.payload_fraction, out=self.motor_load_pct)
-        self.motor_load_pct += self.no_load_pct
+        np.multiply(self._load_span_pct, self.payload_fraction, out=self.motor_load_pct)
+        self.motor_load_pct += self._no_load_eff_pct
+        self.motor_load_pct *= self.drive_ratio
+
+    def _accrue_wear(self, elapsed_s: float) -> None:
+        """The bearing's usage clock runs with speed and with the bearing load cubed.
+
+        It advances once a refresh (a simulated second), at the speed and load of that moment:
+        bearing wear is a matter of hours, the payload a matter of seconds.
+        """
+        rate = self.payload_fraction * BEARING_LOAD_GAIN
+        rate += 1.0
+        cube = rate * rate
+        cube *= rate
+        cube *= self.drive_ratio
+        cube *= self._usage_scale
+        cube *= elapsed_s
+        self.wear.usage_s += cube
 
     def _bearing_target_c(self) -> np.ndarray:
-        """Equilibrium bearing temperature for the present motor load."""
-        return self.ambient_c + self.bearing_rise_full_load_k * (self.motor_load_pct / 100.0)
+        """Equilibrium bearing temperature for the present motor load, speed and friction."""
+        target = self._rise_per_pct * self.motor_load_pct
+        target += self.ambient_c
+        friction = self._friction_rise_k * self.drive_ratio
+        target += friction
+        return target
 
-    def _heat_bearing(self, dt_s: float) -> None:
-        if dt_s != self._gain_dt_s:
-            self._bearing_gain = lag_gain(dt_s, self.bearing_tau_s)
-            self._gain_dt_s = dt_s
+    def _heat_bearing(self) -> None:
         first_order_lag(self.bearing_c, self._bearing_target_c(), self._bearing_gain)
 
     # -- items -----------------------------------------------------------------------------
@@ -202,7 +315,9 @@ class ConveyorBelt(MachineModel):
         of the step, except on a full belt, which first lets go of the items that left
         before the arrival (the order only matters when room is short).
         """
-        elapsed = self.arrival_rate_per_s * dt_s  # unit-rate time that passes in this step
+        # Unit-rate time that passes in this step; upstream feeds a belt as fast as it runs.
+        elapsed = self.arrival_rate_per_s * dt_s
+        elapsed *= self.drive_ratio
         idx = (self.arrival_clock < elapsed).nonzero()[0]
         for _ in range(MAX_ARRIVALS_PER_STEP):
             if idx.size == 0:
@@ -249,21 +364,23 @@ class ConveyorBelt(MachineModel):
 
     # -- step ------------------------------------------------------------------------------
 
-    def step(self, dt_s: float) -> np.ndarray:
+    def _advance(self, dt_s: float) -> np.ndarray:
         rng = self.rng
         self._drift_arrival_rate(dt_s)
         ou_step(self.speed_noise, dt_s, SPEED_NOISE_TAU_S, 1.0, rng)
+        self._run_drive(dt_s)
         speed = self._belt_speed_mps()
         travel_m = speed * dt_s
         self._move_items(dt_s, travel_m)
         self.odometer_m += travel_m
         self._update_load()
-        self._heat_bearing(dt_s)
+        self._heat_bearing()
 
         out = np.empty((len(self.SENSORS), self.count))
         out[0] = speed
         rng.standard_normal(out=out[1])
         out[1] *= MOTOR_LOAD_NOISE_PCT
+        out[1] *= self.drive_ratio  # a drive at standstill reads 0
         out[1] += self.motor_load_pct
         rng.random(self.count, out=out[2])
         out[2] -= 0.5

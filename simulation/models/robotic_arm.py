@@ -6,16 +6,24 @@ in the cycle phase, so angle, travel and speed changes are exact for any step le
 The *load* of a step (mean |joint speed| and mean |joint acceleration| over the step) sets
 the electrical power; that power heats the core through a first-order thermal lag, and
 joint speed plus the hard stop at each arrival (pick or place) set the vibration level.
+
+Arms work in run periods of several minutes with idle gaps between them; a run period ends
+at the end of a cycle (the arm waits at the pick pose). A stop command or a fault holds the
+joint where it is. The joint's gearbox wears with travel: wear raises friction (so power and
+heat for the same motion), the baseline and speed vibration, and the jolt of each stop.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from simulation.health import Degradation
 from simulation.models.base import MachineModel, SensorSpec
 from simulation.signals import first_order_lag, lag_gain, uniform
+from simulation.states import DutyCycle
 
 MAX_JOINT_SPEED_DPS = 170.0  # deg/s, design peak; UR5-class joints allow about 180 deg/s
 # Minimum-jerk move of stroke S in time T: peak speed 15/8 S/T, peak |accel| 10/sqrt(3) S/T^2.
@@ -26,6 +34,17 @@ TEMPERATURE_NOISE_K = 0.1  # K, stationary std of the core-temperature fluctuati
 TEMPERATURE_NOISE_TAU_S = 20.0  # s, correlation time of that fluctuation
 VIBRATION_NOISE_LOG = 0.08  # std of the log of the (always positive) vibration noise factor
 UNIT_UNIFORM_SCALE = np.sqrt(12.0)  # scales U(-1/2, 1/2) to zero mean, unit variance
+SPIKE_FLOOR_MM_S = 1e-9  # the decaying stop spike never goes below this (no subnormal floats)
+LIFE_H = (20.0, 60.0)  # running hours at the nominal cycle until the gearbox fails (health 0)
+FRICTION_WEAR_GAIN = 1.0  # a fully worn gearbox has twice the friction
+VIBRATION_BASE_WEAR_GAIN = 1.0  # ... twice the baseline vibration
+VIBRATION_SPEED_WEAR_GAIN = 2.0  # ... three times the speed-dependent vibration
+SPIKE_WEAR_GAIN = 1.0  # ... and twice the jolt at each stop (backlash)
+BEARING_FRICTION_GAIN = 0.6  # a joint bearing defect of severity 1 adds 60 % friction,
+BEARING_VIBRATION_MM_S = 2.0  # ... 2 mm/s of vibration at peak joint speed,
+BEARING_WEAR_GAIN = 3.0  # ... and makes the gearbox wear 4x faster
+OVERHEAT_GAIN = 1.5  # overheating of severity 1 (fan failure) raises the thermal resistance 2.5x
+HEAT, BEARING = range(2)  # rows of the physical fault intensities
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +71,7 @@ class RoboticArm(MachineModel):
             typical_min=-240.0,
             typical_max=240.0,
             decimals=2,
+            grafana_unit="degree",
         ),
         SensorSpec(
             name="temperature_core",
@@ -60,6 +80,9 @@ class RoboticArm(MachineModel):
             typical_min=20.0,
             typical_max=60.0,
             decimals=2,
+            warning=65.0,
+            alarm=80.0,
+            grafana_unit="celsius",
         ),
         SensorSpec(
             name="vibration_level",
@@ -68,6 +91,9 @@ class RoboticArm(MachineModel):
             typical_min=0.3,
             typical_max=2.5,
             decimals=3,
+            warning=1.8,
+            alarm=4.5,
+            grafana_unit="suffix: mm/s",
         ),
         SensorSpec(
             name="power_consumption",
@@ -76,17 +102,30 @@ class RoboticArm(MachineModel):
             typical_min=40.0,
             typical_max=350.0,
             decimals=1,
+            warning=400.0,
+            alarm=500.0,
+            grafana_unit="watt",
         ),
     )
+    PHYSICAL_FAULTS = ("overheating", "bearing_defect")
+    DUTY = DutyCycle(run_s=(300.0, 1800.0), idle_s=(60.0, 600.0), maintenance_s=(600.0, 1800.0))
 
-    def __init__(self, count: int, rng: np.random.Generator) -> None:
-        super().__init__(count, rng)
+    def __init__(
+        self,
+        count: int,
+        rng: np.random.Generator,
+        *,
+        steady: bool = False,
+        machine_ids: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(count, rng, steady=steady, machine_ids=machine_ids)
         self._draw_motion_parameters()
         self._draw_power_parameters()
         self._draw_thermal_parameters()
         self._draw_vibration_parameters()
         self._init_state()
         self._coefficients: _StepCoefficients | None = None
+        self._init_condition()
 
     # ------------------------------------------------------------------ parameters
     def _draw_motion_parameters(self) -> None:
@@ -146,13 +185,67 @@ class RoboticArm(MachineModel):
         self.temperature_c = self.ambient_c.copy()
         self._temperature_noise_k = np.zeros(n)
         self.stop_spike_state_mm_s = np.zeros(n)
+        # Phase at which the running arm stops: the end of the cycle once its run period ended.
+        self._phase_limit = np.full(n, np.inf)
+        self._finishing = False  # any arm finishing its cycle before it goes idle
+
+    def _init_condition(self) -> None:
+        """The gearbox's wear clock and the factors that wear and faults set."""
+        n = self.count
+        self.wear = Degradation(self._new_life_s(np.arange(n)), self.events, wear=not self.steady)
+        self._nominal_speed_dps = self._cycle_travel_deg / self.period_s  # cycle-mean |speed|
+        self._usage_per_deg = np.zeros(n)  # usage seconds per degree of joint travel
+        self._friction_w_per_dps = np.zeros(n)
+        self._thermal_resistance_k_per_w = np.zeros(n)
+        self._vibration_base_mm_s = np.zeros(n)
+        self._vibration_mm_s_per_dps = np.zeros(n)
+        self._spike_series_eff_mm_s = np.zeros(n)
+        self._refresh()
+
+    def _new_life_s(self, idx: np.ndarray) -> np.ndarray:
+        return 3600.0 * self.events.uniform(*LIFE_H, idx.size)
+
+    def _update_factors(self, idx: np.ndarray | slice) -> None:
+        """Gearbox wear and faults, as friction, heat, vibration and wear-rate factors."""
+        worn = 1.0 - self.health[idx]
+        heat, defect = self.faults.intensity[:, idx]
+        self._friction_w_per_dps[idx] = self.friction_w_per_dps[idx] * (
+            1.0 + FRICTION_WEAR_GAIN * worn + BEARING_FRICTION_GAIN * defect
+        )
+        self._thermal_resistance_k_per_w[idx] = self.thermal_resistance_k_per_w[idx] * (
+            1.0 + OVERHEAT_GAIN * heat
+        )
+        self._vibration_base_mm_s[idx] = self.vibration_base_mm_s[idx] * (
+            1.0 + VIBRATION_BASE_WEAR_GAIN * worn
+        )
+        self._vibration_mm_s_per_dps[idx] = (
+            self.vibration_mm_s_per_dps[idx] * (1.0 + VIBRATION_SPEED_WEAR_GAIN * worn)
+            + BEARING_VIBRATION_MM_S * defect / self.peak_speed_dps[idx]
+        )
+        self._spike_series_eff_mm_s[idx] = self._spike_series_mm_s[idx] * (
+            1.0 + SPIKE_WEAR_GAIN * worn
+        )
+        gain = 1.0 + BEARING_WEAR_GAIN * defect
+        self._wear_gain[idx] = gain
+        wearing = 0.0 if self.steady else 1.0
+        self._usage_per_deg[idx] = wearing * gain / self._nominal_speed_dps[idx]
+
+    def _end_run(self, idx: np.ndarray) -> None:
+        """The arm finishes its cycle, then goes idle at the pick pose."""
+        self._phase_limit[idx] = 1.0
+        self._finishing = True
+
+    def _stop_cycle(self, idx: np.ndarray) -> None:
+        self._phase_limit[idx] = np.inf
+        self._finishing = bool(np.isfinite(self._phase_limit).any())
 
     # --------------------------------------------------------------------- physics
     def cycle_mean_power_w(self) -> np.ndarray:
-        """Mean electrical power over a whole cycle of the nominal motion (analytic)."""
+        """Mean electrical power over a whole cycle of the nominal motion, as new (analytic)."""
         return self._electrical_power(
             self._cycle_travel_deg / self.period_s,
             self._cycle_speed_change_dps / self.period_s,
+            self.friction_w_per_dps,
         )
 
     def _motion_profile(
@@ -181,8 +274,15 @@ class RoboticArm(MachineModel):
         return angle, travel, speed_change, half
 
     def _advance_motion(self, dt_s: float, phase_increment: np.ndarray) -> np.ndarray:
-        """Move every joint on by one step; set the step's load; return the stops it crossed."""
-        raw_phase = self.phase + phase_increment
+        """Move every running joint on by one step; set the step's load; return its stops."""
+        raw_phase = phase_increment * self.operation.running
+        raw_phase += self.phase
+        if self._finishing:
+            np.minimum(raw_phase, self._phase_limit, out=raw_phase)
+            finished = (raw_phase >= self._phase_limit).nonzero()[0]
+            if finished.size:
+                self._stop_cycle(finished)
+                self.operation.go_idle(finished, self.time_s)
         cycles = np.floor(raw_phase)
         stops = np.floor(2.0 * raw_phase) - self._half  # arrivals at pick or place
         self.phase = raw_phase - cycles
@@ -195,13 +295,17 @@ class RoboticArm(MachineModel):
         change = cycles * self._cycle_speed_change_dps + (self._speed_change_dps - previous_change)
         self.speed_dps = travel * inv_dt
         self.accel_dps2 = change * inv_dt
+        usage = travel * self._usage_per_deg
+        self.wear.usage_s += usage
         return stops
 
-    def _electrical_power(self, speed_dps: np.ndarray, accel_dps2: np.ndarray) -> np.ndarray:
+    def _electrical_power(
+        self, speed_dps: np.ndarray, accel_dps2: np.ndarray, friction_w_per_dps: np.ndarray
+    ) -> np.ndarray:
         """Idle draw plus friction losses (speed) plus torque to accelerate inertia."""
         return (
             self.power_idle_w
-            + self.friction_w_per_dps * speed_dps
+            + friction_w_per_dps * speed_dps
             + self.inertia_w_per_dps2 * accel_dps2
         )
 
@@ -210,7 +314,7 @@ class RoboticArm(MachineModel):
 
         ``kick`` is a zero-mean, unit-variance innovation per instance.
         """
-        target_c = self.ambient_c + self.power_w * self.thermal_resistance_k_per_w
+        target_c = self.ambient_c + self.power_w * self._thermal_resistance_k_per_w
         first_order_lag(self.temperature_c, target_c, coefficients.thermal_gain)
         self._temperature_noise_k *= coefficients.noise_decay
         self._temperature_noise_k += coefficients.noise_kick_k * kick
@@ -221,14 +325,15 @@ class RoboticArm(MachineModel):
         last_stop_decay = np.exp(-half_periods_since_stop * self._half_period_over_spike_tau)
         self.stop_spike_state_mm_s *= decay
         self.stop_spike_state_mm_s += (
-            self._spike_series_mm_s * last_stop_decay * (1.0 - self._spike_ratio**stops)
+            self._spike_series_eff_mm_s * last_stop_decay * (1.0 - self._spike_ratio**stops)
         )
+        np.maximum(self.stop_spike_state_mm_s, SPIKE_FLOOR_MM_S, out=self.stop_spike_state_mm_s)
 
     def _vibration_mm_s(self) -> np.ndarray:
         """Baseline plus a mild speed term plus the stop spike (noise-free)."""
         return (
-            self.vibration_base_mm_s
-            + self.vibration_mm_s_per_dps * self.speed_dps
+            self._vibration_base_mm_s
+            + self._vibration_mm_s_per_dps * self.speed_dps
             + self.stop_spike_state_mm_s
         )
 
@@ -247,10 +352,12 @@ class RoboticArm(MachineModel):
             )
         return self._coefficients
 
-    def step(self, dt_s: float) -> np.ndarray:
+    def _advance(self, dt_s: float) -> np.ndarray:
         coefficients = self._step_coefficients(dt_s)
         stops = self._advance_motion(dt_s, coefficients.phase_increment)
-        self.power_w = self._electrical_power(self.speed_dps, self.accel_dps2)
+        self.power_w = self._electrical_power(
+            self.speed_dps, self.accel_dps2, self._friction_w_per_dps
+        )
         # Uniform innovations are about 5x cheaper than normal ones; the lagged temperature sums
         # many of them, and the vibration factor only needs to stay positive and spread.
         innovations = self.rng.random((2, self.count))

@@ -1,0 +1,18 @@
+"""The one error a fault or command request raises: what is wrong, and what would be valid."""
+
+from __future__ import annotations
+
+
+class ControlError(ValueError):
+    """A fault or command request the simulation cannot carry out.
+
+    ``field`` names the input at fault (``machine_id``, ``kind``, ``severity``, ``onset``,
+    ``duration_s``, ``sensor``, ``fault_id``, ``command`` or ``state``); ``valid`` lists the
+    accepted values when they are a short list (empty otherwise). The message says both in
+    words, so it can be shown to a user as it is.
+    """
+
+    def __init__(self, message: str, *, field: str, valid: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.field = field
+        self.valid = valid
