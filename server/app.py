@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import aiohttp_cors
 from aiohttp import WSCloseCode, web
 
-from server import api, history, streams
+from server import api, history, plant, streams
 from server.clock import Clock, MonotonicClock
 from server.config import Settings
 from server.engine import Engine
@@ -42,7 +42,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     """Build the app; the fleet is built now, the tick task starts with the app."""
     clock = clock if clock is not None else MonotonicClock()
     seed = settings.seed if settings.seed is not None else fresh_seed()
-    fleet = Fleet(load_fleet_spec(settings), seed=seed, dt_s=settings.step_s)
+    fleet = Fleet(
+        load_fleet_spec(settings),
+        seed=seed,
+        dt_s=settings.step_s,
+        fault_rate_per_h=settings.fault_rate_per_h,
+    )
     store = Store(
         fleet,
         history_frames=round(settings.history_seconds * settings.tick_hz),
@@ -131,6 +136,13 @@ def _add_routes(app: web.Application, settings: Settings) -> None:
         ("/health", api.health),
     ):
         cors.add(app.router.add_get(path, handler), defaults)
+    faults = cors.add(app.router.add_resource("/machines/{machine_id}/faults"))
+    cors.add(faults.add_route("GET", plant.list_faults), defaults)
+    cors.add(faults.add_route("POST", plant.inject_fault), defaults)
+    fault = cors.add(app.router.add_resource("/machines/{machine_id}/faults/{fault_id}"))
+    cors.add(fault.add_route("DELETE", plant.clear_fault), defaults)
+    cors.add(app.router.add_post("/machines/{machine_id}/commands", plant.send_command), defaults)
+    cors.add(app.router.add_get("/machines/{machine_id}", plant.describe_machine), defaults)
     app.router.add_get("/metrics", api.metrics)
     app.router.add_get("/ws/machines/{machine_id}", streams.machine_stream)
     app.router.add_get("/ws", streams.multiplex_stream)

@@ -24,6 +24,7 @@ class Settings:
     port: int = DEFAULT_PORT
     tick_hz: float = DEFAULT_TICK_HZ
     speed: float = 1.0
+    fault_rate_per_h: float = 0.0
     seed: int | None = None
     fleet: Path | None = None
     cors_origins: tuple[str, ...] = ("*",)
@@ -69,6 +70,7 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
         port=args.port,
         tick_hz=args.tick_hz,
         speed=args.speed,
+        fault_rate_per_h=args.fault_rate,
         seed=args.seed,
         fleet=args.fleet,
         cors_origins=args.cors_origins,
@@ -119,6 +121,13 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "simulated seconds per wall-clock second (timestamps are simulated time); "
         f"speed / tick-hz may not exceed {MAX_STEP_S:g} s per step",
         type=_positive_float,
+    )
+    option(
+        "--fault-rate",
+        "FAULT_RATE",
+        "0",
+        "spontaneous faults per machine per simulated hour (seeded, so reproducible)",
+        type=_non_negative_float,
     )
     option(
         "--seed",
@@ -277,6 +286,13 @@ def _positive_int(text: str) -> int:
     value = _int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or more, got {text}")
     return value
 
 

@@ -89,7 +89,8 @@ def rate_divisor(hz: Any, tick_hz: float, request_id: Any = None) -> int:
 
 
 def check_fields(fields: Any, machines: tuple[str, ...], store: Store, request_id: Any) -> Fields:
-    """Fields as a canonical tuple, each a sensor of every machine asked for; None means all."""
+    """Fields as a canonical tuple (sensors, then labels), each valid for every machine asked
+    for; None (no filter) means all of them."""
     if fields is None:
         return None
     if not isinstance(fields, list) or not fields or not all(isinstance(f, str) for f in fields):
@@ -97,7 +98,7 @@ def check_fields(fields: Any, machines: tuple[str, ...], store: Store, request_i
             "bad_fields", "fields must be a non-empty list of sensor names", id=request_id
         )
     for machine_id in machines:
-        valid = store.sensor_names(machine_id)
+        valid = store.field_names(machine_id)
         for name in fields:
             if name not in valid:
                 raise ControlError(
@@ -109,7 +110,7 @@ def check_fields(fields: Any, machines: tuple[str, ...], store: Store, request_i
                     id=request_id,
                 )
     wanted = set(fields)
-    return tuple(name for name in store.sensor_names(machines[0]) if name in wanted) or None
+    return tuple(name for name in store.field_names(machines[0]) if name in wanted)
 
 
 def _subscribe(message: dict[str, Any], store: Store, tick_hz: float, request_id: Any) -> Subscribe:

@@ -17,6 +17,11 @@ def iso_timestamp(epoch_s: float) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def parse_timestamp(timestamp: str) -> float:
+    """Epoch seconds of a timestamp made by :func:`iso_timestamp`."""
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+
+
 class SnapshotTemplate:
     """Formats one machine type's readings (all sensors, or a subset) as a flat snapshot.
 
@@ -33,8 +38,8 @@ class SnapshotTemplate:
         self._head = f'"type":{json.dumps(machine_type)},"timestamp":"%s","seq":%d'
         self._keys = tuple(f",{json.dumps(name)}:" for name in self.names)
         fields = "".join(key + fmt for key, fmt in zip(self._keys, self._formats, strict=True))
-        self._body = self._head + fields + "}"
-        self._csv_row = "%s,%d" + "".join("," + fmt for fmt in self._formats) + "\n"
+        self._body = self._head + fields
+        self._csv_row = "%s,%d" + "".join("," + fmt for fmt in self._formats)
         rows = [all_names.index(name) for name in self.names]
         self._rows = None if self.names == all_names else rows
 
@@ -42,21 +47,29 @@ class SnapshotTemplate:
         """The values this template formats, from one machine's column of readings."""
         return (column if self._rows is None else column[self._rows]).tolist()
 
-    def encode(self, machine_id: str, timestamp: str, seq: int, values: list[float]) -> bytes:
+    def encode(
+        self, machine_id: str, timestamp: str, seq: int, values: list[float], tail: str = ""
+    ) -> bytes:
+        """The snapshot; ``tail`` (``,"key":value`` pairs, e.g. labels) goes before the ``}``."""
         prefix = '{"machine_id":' + json.dumps(machine_id) + ","
         if any(value != value for value in values):
             cells = self._cells(values, "null")
             body = self._head % (timestamp, seq) + "".join(map(str.__add__, self._keys, cells))
-            return (prefix + body + "}").encode()
-        return (prefix + self._body % (timestamp, seq, *values)).encode()
+        else:
+            body = self._body % (timestamp, seq, *values)
+        return (prefix + body + tail + "}").encode()
 
-    def csv_header(self) -> str:
-        return ",".join(("timestamp", "seq", *self.names)) + "\n"
+    def csv_header(self, extra: tuple[str, ...] = ()) -> str:
+        return ",".join(("timestamp", "seq", *self.names, *extra)) + "\n"
 
-    def csv_row(self, timestamp: str, seq: int, values: list[float]) -> str:
+    def csv_row(
+        self, timestamp: str, seq: int, values: list[float], extra: tuple[str, ...] = ()
+    ) -> str:
         if any(value != value for value in values):
-            return ",".join((timestamp, str(seq), *self._cells(values, ""))) + "\n"
-        return self._csv_row % (timestamp, seq, *values)
+            row = ",".join((timestamp, str(seq), *self._cells(values, "")))
+        else:
+            row = self._csv_row % (timestamp, seq, *values)
+        return ",".join((row, *extra)) + "\n"
 
     def _cells(self, values: list[float], missing: str) -> list[str]:
         return [

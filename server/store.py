@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from server.encoding import SnapshotTemplate, iso_timestamp
+from server.encoding import SnapshotTemplate, iso_timestamp, parse_timestamp
+from server.labels import LABEL_FIELDS, OnsetStamp, label_cells, label_json
 from simulation import Fleet, Frame
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,10 @@ class Store:
     def sensor_names(self, machine_id: str) -> tuple[str, ...]:
         return self._models[self._placement[machine_id][0]].sensor_names()
 
+    def field_names(self, machine_id: str) -> tuple[str, ...]:
+        """Everything a snapshot of this machine carries: its sensors, then the labels."""
+        return self.sensor_names(machine_id) + LABEL_FIELDS
+
     def publish(self, frame: Frame, timestamp_s: float) -> None:
         """Make ``frame`` the latest and keep it in the history, stamped ``timestamp_s`` (epoch)."""
         self.latest = frame
@@ -129,10 +134,13 @@ class Store:
         """``frames`` of one machine as CSV text with a header line."""
         slot, row = self._placement[machine_id]
         template = self._template(slot, fields)
-        lines = [template.csv_header()]
+        labels = _labels(fields)
+        lines = [template.csv_header(labels)]
         for frame in frames:
             values = template.select(frame.values[slot][:, row])
-            lines.append(template.csv_row(self.history.timestamp(frame.seq), frame.seq, values))
+            cells = tuple(label_cells(frame, slot, row, labels)) if frame.state else ()
+            timestamp = self.history.timestamp(frame.seq)
+            lines.append(template.csv_row(timestamp, frame.seq, values, cells))
         return "".join(lines)
 
     def encode(self, frame: Frame, machine_id: str, fields: Fields = None) -> bytes:
@@ -142,7 +150,22 @@ class Store:
         values = template.select(frame.values[slot][:, row])
         self.encodes += 1
         timestamp = self.history.timestamp(frame.seq)
-        return template.encode(machine_id, timestamp, frame.seq, values)
+        tail = ""
+        if frame.state:
+            tail = label_json(frame, slot, row, _labels(fields), self._onset_stamp(frame))
+        return template.encode(machine_id, timestamp, frame.seq, values, tail)
+
+    def onset_timestamp(self, onset_s: float) -> str:
+        """The timestamp of a simulated instant, on the latest frame's clock."""
+        assert self.latest is not None
+        return self._onset_stamp(self.latest)(onset_s)
+
+    def _onset_stamp(self, frame: Frame) -> OnsetStamp:
+        def stamp(onset_s: float) -> str:
+            frame_epoch_s = parse_timestamp(self.history.timestamp(frame.seq))
+            return iso_timestamp(frame_epoch_s - (frame.time_s - onset_s))
+
+        return stamp
 
     def _template(self, slot: int, fields: Fields) -> SnapshotTemplate:
         template = self._templates.get((slot, fields))
@@ -154,3 +177,8 @@ class Store:
             template = SnapshotTemplate(model.TYPE_NAME, sensors, model.sensor_names())
             self._templates[(slot, fields)] = template
         return template
+
+
+def _labels(fields: Fields) -> tuple[str, ...]:
+    """The labels a variant carries: all of them, or those named in its fields."""
+    return LABEL_FIELDS if fields is None else tuple(n for n in LABEL_FIELDS if n in fields)

@@ -59,8 +59,13 @@ async def test_machine_data_is_a_flat_snapshot_with_seed_sensors(make_server: Ma
         assert snapshot["type"] == machine["type"]
         assert ISO_MS.match(snapshot["timestamp"])
         assert snapshot["seq"] == 1
-        assert sorted(list(snapshot)[4:]) == sorted(SEED_SENSORS[machine["type"]])
-        assert all(isinstance(snapshot[name], int | float) for name in list(snapshot)[4:])
+        sensors, labels = list(snapshot)[4:-4], list(snapshot)[-4:]
+        assert set(SEED_SENSORS[machine["type"]]) <= set(sensors)
+        assert all(isinstance(snapshot[name], int | float) for name in sensors)
+        assert labels == ["state", "health", "rul_s", "faults"]
+        assert snapshot["state"] in ("running", "idle", "warning", "fault", "maintenance")
+        assert 0.0 <= snapshot["health"] <= 1.0
+        assert snapshot["faults"] == []
 
 
 async def test_items_processed_is_an_integer(make_server: MakeServer) -> None:
