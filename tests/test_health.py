@@ -61,7 +61,7 @@ def test_tool_life_follows_taylor_for_the_cutting_speed() -> None:
 
 def test_tool_wear_raises_spindle_vibration_and_a_tool_change_resets_it() -> None:
     mill = CncMill(40, np.random.default_rng(SEED))
-    dt_s, steps = 1.0, 3 * 3600
+    dt_s, steps = 2.0, 3 * 1800
     health = np.empty((steps, mill.count))
     vibration = np.empty((steps, mill.count))
     cutting = np.empty((steps, mill.count), dtype=bool)
@@ -95,12 +95,12 @@ def test_tool_wear_raises_spindle_vibration_and_a_tool_change_resets_it() -> Non
     for k, i in zip(step, instance, strict=True):
         before = vibration[:k, i][cutting[:k, i]][-per_cycle[i] :]
         after = vibration[k:, i][cutting[k:, i]][: per_cycle[i]]
-        assert health[k - 1, i] < 0.75
         assert health[k, i] > 0.98
+        assert health[k, i] > health[k - 1, i] + 0.15  # a worn tool was replaced
         if len(before) == len(after) == per_cycle[i]:
             ratios.append(after.mean() / before.mean())
     assert len(ratios) >= 40
-    assert max(ratios) < 0.9
+    assert max(ratios) < 0.95  # every change: even a tool changed early was a little worn
     assert np.mean(ratios) < 0.7
     # The controller changes tools a cycle ahead of its counter: before most of them fail.
     assert np.all(mill.wear.usage_s <= TOOL_CHANGE_AT * mill._nominal_life_s + mill._cycle_s)

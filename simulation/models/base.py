@@ -206,7 +206,7 @@ class MachineModel(ABC):
         duration_s: float | None = None,
         sensor: str | None = None,
     ) -> FaultRecord:
-        """Start a fault on one instance now; raises :class:`ControlError` for a bad request."""
+        """Start a fault on one instance now; a bad request raises :class:`ControlError`."""
         check_request(
             self.TYPE_NAME,
             self.PHYSICAL_FAULTS,
