@@ -38,7 +38,6 @@ SENSOR_FAULTS = ("stuck", "drift", "bias", "noise", "dropout")
 ONSETS = ("step", "ramp", "intermittent")
 STEP, RAMP, INTERMITTENT = range(3)
 INSTANT_FAULTS = frozenset({"tool_breakage"})  # happen at once: onset 'step' only
-ORIGINS = ("injected", "spontaneous")
 
 RAMP_S = 600.0  # s, a ramp reaches the full severity after this long (or its duration)
 INTERMITTENT_PERIOD_S = (20.0, 120.0)
