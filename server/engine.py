@@ -134,6 +134,4 @@ class Engine:
         if self._executor is None:
             return self.fleet.step()
         async with self.fleet_lock:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._executor, self.fleet.step
-            )
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self.fleet.step)
