@@ -23,8 +23,8 @@ MAX_MACHINES_PER_MESSAGE = 1_000
 MAX_LISTED = 20
 
 
-class ControlError(Exception):
-    """A control message that cannot be honoured; ``payload`` is the error answer."""
+class ProtocolError(Exception):
+    """A client request that cannot be honoured; ``payload`` is the error answer."""
 
     def __init__(self, error: str, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -47,9 +47,9 @@ class Unsubscribe:
 
 
 def parse_control(text: str, store: Store, tick_hz: float) -> Subscribe | Unsubscribe:
-    """Check one text message against the protocol and the fleet; raise ControlError if bad."""
+    """Check one text message against the protocol and the fleet; raise ProtocolError if bad."""
     if len(text) > MAX_CONTROL_MESSAGE_BYTES:
-        raise ControlError(
+        raise ProtocolError(
             "message_too_large",
             f"control messages are limited to {MAX_CONTROL_MESSAGE_BYTES} bytes",
             limit=MAX_CONTROL_MESSAGE_BYTES,
@@ -57,9 +57,9 @@ def parse_control(text: str, store: Store, tick_hz: float) -> Subscribe | Unsubs
     try:
         message = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ControlError("malformed_json", f"not valid JSON: {error}") from None
+        raise ProtocolError("malformed_json", f"not valid JSON: {error}") from None
     if not isinstance(message, dict):
-        raise ControlError("malformed_message", "a control message is a JSON object with an 'op'")
+        raise ProtocolError("malformed_message", "a control message is a JSON object with an 'op'")
     request_id = message.get("id")
     op = message.get("op")
     if op == "subscribe":
@@ -69,7 +69,7 @@ def parse_control(text: str, store: Store, tick_hz: float) -> Subscribe | Unsubs
         return Unsubscribe(
             None if machines is None else _machine_ids(machines, store, request_id), request_id
         )
-    raise ControlError(
+    raise ProtocolError(
         "unknown_op", f"unknown op {op!r}", valid_ops=["subscribe", "unsubscribe"], id=request_id
     )
 
@@ -78,7 +78,7 @@ def rate_divisor(hz: Any, tick_hz: float, request_id: Any = None) -> int:
     """Ticks between two frames for a requested rate from 1 Hz (or the tick rate) up to it."""
     low = min(1.0, tick_hz)
     if isinstance(hz, bool) or not isinstance(hz, int | float) or not low <= hz <= tick_hz:
-        raise ControlError(
+        raise ProtocolError(
             "bad_rate",
             f"hz must be a number from {low:g} to the tick rate {tick_hz:g}, got {hz!r}",
             min_hz=low,
@@ -94,14 +94,14 @@ def check_fields(fields: Any, machines: tuple[str, ...], store: Store, request_i
     if fields is None:
         return None
     if not isinstance(fields, list) or not fields or not all(isinstance(f, str) for f in fields):
-        raise ControlError(
+        raise ProtocolError(
             "bad_fields", "fields must be a non-empty list of sensor names", id=request_id
         )
     for machine_id in machines:
         valid = store.field_names(machine_id)
         for name in fields:
             if name not in valid:
-                raise ControlError(
+                raise ProtocolError(
                     "unknown_field",
                     f"{machine_id} ({store.machine_types[machine_id]}) has no field {name!r}",
                     field=name,
@@ -116,7 +116,7 @@ def check_fields(fields: Any, machines: tuple[str, ...], store: Store, request_i
 def _subscribe(message: dict[str, Any], store: Store, tick_hz: float, request_id: Any) -> Subscribe:
     unknown = sorted(set(message) - {"op", "machines", "fields", "hz", "since", "id"})
     if unknown:
-        raise ControlError(
+        raise ProtocolError(
             "unknown_keys",
             f"unknown key(s) {unknown} in subscribe",
             valid_keys=["machines", "fields", "hz", "since", "id"],
@@ -127,7 +127,7 @@ def _subscribe(message: dict[str, Any], store: Store, tick_hz: float, request_id
     every = rate_divisor(message.get("hz", tick_hz), tick_hz, request_id)
     since = message.get("since")
     if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
-        raise ControlError(
+        raise ProtocolError(
             "bad_since", f"since must be a non-negative seq, got {since!r}", id=request_id
         )
     return Subscribe(machines, fields, every, since, request_id)
@@ -135,21 +135,21 @@ def _subscribe(message: dict[str, Any], store: Store, tick_hz: float, request_id
 
 def _machine_ids(machines: Any, store: Store, request_id: Any) -> tuple[str, ...]:
     if not isinstance(machines, list) or not machines:
-        raise ControlError(
+        raise ProtocolError(
             "bad_machines", "machines must be a non-empty list of machine ids", id=request_id
         )
     if len(machines) > MAX_MACHINES_PER_MESSAGE:
-        raise ControlError(
+        raise ProtocolError(
             "too_many_machines",
             f"at most {MAX_MACHINES_PER_MESSAGE} machines per message",
             limit=MAX_MACHINES_PER_MESSAGE,
             id=request_id,
         )
     if not all(isinstance(machine, str) for machine in machines):
-        raise ControlError("bad_machines", "machine ids are strings", id=request_id)
+        raise ProtocolError("bad_machines", "machine ids are strings", id=request_id)
     unknown = [machine for machine in machines if machine not in store]
     if unknown:
-        raise ControlError(
+        raise ProtocolError(
             "unknown_machine",
             f"unknown machine id(s) {unknown[:MAX_LISTED]}; GET /machines lists the valid ids",
             machine_ids=unknown[:MAX_LISTED],

@@ -6,7 +6,7 @@ import math
 
 from aiohttp import web
 
-from server.control import ControlError, check_fields
+from server.control import ProtocolError, check_fields
 from server.errors import json_error, unknown_machine
 from server.keys import settings_key, store_key
 
@@ -48,7 +48,7 @@ async def machine_history(request: web.Request) -> web.Response:
             if "fields" in query
             else None
         )
-    except ControlError as error:
+    except ProtocolError as error:
         details = {k: v for k, v in error.payload.items() if k not in ("op", "id")}
         return json_error(400, **details)
     frames = store.recent(seconds)

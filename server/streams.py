@@ -13,7 +13,7 @@ from aiohttp import WSMsgType, web
 from server.config import Settings
 from server.control import (
     MAX_CONTROL_MESSAGE_BYTES,
-    ControlError,
+    ProtocolError,
     Subscribe,
     Unsubscribe,
     check_fields,
@@ -47,7 +47,7 @@ async def machine_stream(request: web.Request) -> web.StreamResponse:
         return ws
     try:
         subscription = _query_subscription(request, machine_id)
-    except ControlError as error:
+    except ProtocolError as error:
         await _refuse(ws, BAD_REQUEST_CODE, str(error))
         return ws
     async with _Registered(request, ws) as connection:
@@ -70,9 +70,9 @@ async def multiplex_stream(request: web.Request) -> web.StreamResponse:
                 break
             try:
                 if message.type is not WSMsgType.TEXT:
-                    raise ControlError("binary_not_accepted", "control messages are JSON text")
+                    raise ProtocolError("binary_not_accepted", "control messages are JSON text")
                 if not bucket.take(hub.clock.now()):
-                    raise ControlError(
+                    raise ProtocolError(
                         "rate_limited",
                         f"at most {CONTROL_RATE_PER_S:g} control messages per second "
                         f"(bursts of {CONTROL_BURST}); this one was ignored",
@@ -85,7 +85,7 @@ async def multiplex_stream(request: web.Request) -> web.StreamResponse:
                     connection,
                     parse_control(message.data, store, settings.tick_hz),
                 )
-            except ControlError as error:
+            except ProtocolError as error:
                 hub.answer(connection, [_json(error.payload)])
     return ws
 
@@ -107,7 +107,7 @@ def _apply(
         return
     new = set(request.machines) - set(connection.subscriptions)
     if len(connection.subscriptions) + len(new) > settings.max_subscriptions:
-        raise ControlError(
+        raise ProtocolError(
             "too_many_subscriptions",
             f"at most {settings.max_subscriptions} machines per connection",
             limit=settings.max_subscriptions,
@@ -201,7 +201,7 @@ def _query_subscription(request: web.Request, machine_id: str) -> Subscribe:
     if "since" in query:
         since = _number(query["since"], "since")
         if not isinstance(since, int) or since < 0:
-            raise ControlError("bad_since", f"since must be a non-negative seq, got {since!r}")
+            raise ProtocolError("bad_since", f"since must be a non-negative seq, got {since!r}")
     return Subscribe((machine_id,), fields, every, since, None)
 
 
@@ -212,7 +212,7 @@ def _number(text: str, name: str) -> int | float:
         try:
             return float(text)
         except ValueError:
-            raise ControlError("bad_query", f"{name} must be a number, got {text!r}") from None
+            raise ProtocolError("bad_query", f"{name} must be a number, got {text!r}") from None
 
 
 async def _accept(request: web.Request, max_msg_size: int = 4096) -> web.WebSocketResponse:
