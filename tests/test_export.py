@@ -8,27 +8,24 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 import pytest
 
-pa = pytest.importorskip("pyarrow", reason="the export needs the 'export' extra (pyarrow)")
-pytest.importorskip("tqdm", reason="the export needs the 'export' extra (tqdm)")
-
-import pyarrow.csv as pa_csv  # noqa: E402 - after the skip above
-import pyarrow.parquet as pq  # noqa: E402
-
-from simulation import STATE_NAMES, Fleet, FleetSpec, Frame  # noqa: E402
-from simulation.export import (  # noqa: E402
+from simulation import STATE_NAMES, Fleet, FleetSpec, Frame
+from simulation.export import (
     ExportPlanError,
     make_plan,
     parse_duration,
     synthetic_fleet,
     type_columns,
 )
-from simulation.export.cli import main  # noqa: E402
-from simulation.export.runner import run_export  # noqa: E402
-from simulation.fleet_spec import default_fleet  # noqa: E402
-from simulation.models import MODEL_TYPES, RoboticArm  # noqa: E402
-from simulation.models.conveyor_belt import ConveyorBelt  # noqa: E402
+from simulation.export.cli import main
+from simulation.export.runner import run_export
+from simulation.fleet_spec import default_fleet
+from simulation.models import MODEL_TYPES, MachineModel, RoboticArm
+from simulation.models.conveyor_belt import ConveyorBelt
 
 SEED = 20261130
 TYPES = sorted(MODEL_TYPES)
@@ -270,33 +267,33 @@ def test_summary_line_and_quiet(export: Export, capsys: pytest.CaptureFixture[st
 # ------------------------------------------------------------------------------- nulls
 def test_nan_readings_become_nulls(export: Export, monkeypatch: pytest.MonkeyPatch) -> None:
     """A dropout (NaN) is a null in Parquet and an empty field in CSV, for floats and counters."""
+    dropping = {"robotic_arm": ("joint_1_angle", "power_consumption")}
+    dropping["conveyor_belt"] = ("belt_speed", "items_processed")  # an integer counter
 
-    def with_dropouts(step: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    def with_dropouts(model: type[MachineModel]) -> Callable[..., np.ndarray]:
+        step = model.step
+        rows = [model.sensor_names().index(name) for name in dropping[model.TYPE_NAME]]
         calls: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
 
         def wrapped(self: object, dt_s: float) -> np.ndarray:
             readings = step(self, dt_s)
             calls[self] = calls.get(self, -1) + 1  # counted per model instance
             if calls[self] % 4 == 0:
-                readings[-2:] = np.nan  # the last two sensors drop out every 4th step
+                readings[rows] = np.nan  # these sensors drop out every 4th step
             return readings
 
         return wrapped
 
-    monkeypatch.setattr(RoboticArm, "step", with_dropouts(RoboticArm.step))
-    monkeypatch.setattr(ConveyorBelt, "step", with_dropouts(ConveyorBelt.step))
+    monkeypatch.setattr(RoboticArm, "step", with_dropouts(RoboticArm))
+    monkeypatch.setattr(ConveyorBelt, "step", with_dropouts(ConveyorBelt))
     parquet_dir = export("--duration", "2")
     csv_dir = export("--duration", "2", "--format", "csv")
-    for machine_type, names in (
-        ("robotic_arm", ["vibration_level", "power_consumption"]),
-        ("conveyor_belt", ["bearing_temperature", "items_processed"]),
-    ):
+    for machine_type, names in dropping.items():
         table = read(parquet_dir, machine_type)
+        csv_table = pa_csv.read_csv(csv_dir / f"{machine_type}.csv")
         for name in names:
             nulls = table.column(name).is_null().to_pylist()
             assert nulls == [seq % 4 == 1 for seq in range(1, 21)], name
-        csv_table = pa_csv.read_csv(csv_dir / f"{machine_type}.csv")
-        for name in names:
             assert csv_table.column(name).is_null().to_pylist() == nulls, name
     assert read(parquet_dir, "cnc_mill").column("vibration_spindle").null_count == 0
 
