@@ -34,3 +34,14 @@ def test_simulation_uses_no_global_numpy_random_state(path: Path) -> None:
     source = path.read_text()
     for legacy in ("np.random.seed", "np.random.rand(", "np.random.normal", "np.random.uniform"):
         assert legacy not in source
+
+
+@pytest.mark.parametrize("path", CORE, ids=lambda p: str(p.relative_to(SIMULATION)))
+def test_the_core_never_imports_the_io_layer(path: Path) -> None:
+    io_modules = {"simulation.__main__", "simulation.export.cli", "simulation.export.runner"}
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            assert not {alias.name for alias in node.names} & io_modules
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            assert node.module not in io_modules
