@@ -11,7 +11,11 @@ FORBIDDEN = {"asyncio", "aiohttp", "time", "datetime", "random", "threading", "s
 SIMULATION = Path(__file__).resolve().parent.parent / "simulation"
 # The export command's I/O layer (processes, threads, files, progress, timing) lives beside
 # the core it drives; everything else under simulation/ is the deterministic core.
-IO_LAYER = {SIMULATION / "export" / "cli.py", SIMULATION / "export" / "runner.py"}
+IO_LAYER = {
+    SIMULATION / "__main__.py",
+    SIMULATION / "export" / "cli.py",
+    SIMULATION / "export" / "runner.py",
+}
 CORE = sorted(path for path in SIMULATION.rglob("*.py") if path not in IO_LAYER)
 
 
