@@ -9,7 +9,7 @@ from simulation import ControlError, Fleet, FleetSpec, MachineSpec
 from simulation.faults import BIAS_SPAN, DRIFT_SPAN_PER_H, NOISE_SPAN, RAMP_S, SENSOR_FAULTS
 from simulation.models import MODEL_TYPES, MachineModel
 from simulation.models.cnc_mill import IMBALANCE_VIBRATION_MM_S, CncMill
-from simulation.models.conveyor_belt import ConveyorBelt
+from simulation.models.conveyor_belt import DEFECT_VIBRATION_MM_S, ConveyorBelt
 from simulation.models.robotic_arm import RoboticArm
 
 SEED = 20261130
@@ -127,6 +127,31 @@ def test_a_bearing_defect_drives_bearing_temperature_past_its_alarm_within_25_mi
     first = np.argmax(hot >= alarm, axis=0)
     assert np.all((first + 1) * 10.0 <= 25 * 60)
     assert np.all(belt.state == 2)  # alarm-level readings: warning
+
+
+def test_a_bearing_defect_raises_the_bearing_vibration_at_once() -> None:
+    """Vibration is the early sign: +6 mm/s x severity at full speed, from the next step."""
+    faulty, clean = twins(ConveyorBelt, 40)
+    run(faulty, 1.0, 60)
+    run(clean, 1.0, 60)
+    severity = np.linspace(0.1, 1.0, faulty.count)
+    for instance in range(faulty.count):
+        faulty.inject_fault(instance, "bearing_defect", float(severity[instance]))
+    alarm = faulty.SENSORS[4].alarm
+    assert alarm is not None
+    first = faulty.step(1.0)
+    clean.step(1.0)
+    assert np.all(first[4, -4:] >= alarm)  # severity 0.9 and up: zone D at once
+    assert np.all(faulty.state[-4:] == 2)  # an alarm-level reading: warning
+    added = run(faulty, 1.0, 600)[:, 4] - run(clean, 1.0, 600)[:, 4]
+    # The reading's scatter (+-15 %, mean 1) multiplies the whole level.
+    np.testing.assert_allclose(added.mean(axis=0), DEFECT_VIBRATION_MM_S * severity, rtol=0.03)
+    # Cleared, the bearing of a steady belt (no wear) shakes as before.
+    for instance in range(faulty.count):
+        (record,) = faulty.faults.of(instance)
+        faulty.clear_fault(instance, record.fault_id)
+    after = run(faulty, 1.0, 600)[:, 4] - run(clean, 1.0, 600)[:, 4]
+    assert np.abs(after.mean(axis=0)).max() < 0.05
 
 
 def test_a_bearing_defect_shortens_the_remaining_life() -> None:

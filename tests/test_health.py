@@ -10,7 +10,7 @@ from simulation.health import Degradation
 from simulation.models import MachineModel
 from simulation.models.base import HEALTH_WARNING
 from simulation.models.cnc_mill import TAYLOR_N, TOOL_CHANGE_AT, CncMill
-from simulation.models.conveyor_belt import ConveyorBelt
+from simulation.models.conveyor_belt import WEAR_VIBRATION_MM_S, ConveyorBelt
 from simulation.models.robotic_arm import RoboticArm
 
 SEED = 20261130
@@ -66,11 +66,16 @@ def test_tool_wear_raises_spindle_vibration_and_a_tool_change_resets_it() -> Non
     vibration = np.empty((steps, mill.count))
     cutting = np.empty((steps, mill.count), dtype=bool)
     changes = np.empty((steps, mill.count), dtype=np.int64)
+    counted = np.empty((steps, mill.count))  # the tool_changes sensor
+    usage = np.empty((steps, mill.count))
     for k in range(steps):
-        vibration[k] = mill.step(dt_s)[5]
+        readings = mill.step(dt_s)
+        vibration[k] = readings[5]
+        counted[k] = readings[6]
         health[k] = mill.health
         cutting[k] = mill.cutting_load > 0.0
         changes[k] = mill.tool_changes
+        usage[k] = mill.wear.usage_s
     # Over each mill's first tool, the cutting vibration rises as its health falls.
     bins = ((1.0, 0.8), (0.8, 0.6), (0.6, 0.4))
     first_tool = cutting & (changes == 0)
@@ -97,13 +102,31 @@ def test_tool_wear_raises_spindle_vibration_and_a_tool_change_resets_it() -> Non
         after = vibration[k:, i][cutting[k:, i]][: per_cycle[i]]
         assert health[k, i] > 0.98
         assert health[k, i] > health[k - 1, i] + 0.15  # a worn tool was replaced
+        assert counted[k, i] == counted[k - 1, i] + 1  # the sensor counts it
+        assert usage[k, i] < 0.01 * usage[k - 1, i]  # the new tool's wear starts from 0
         if len(before) == len(after) == per_cycle[i]:
             ratios.append(after.mean() / before.mean())
     assert len(ratios) >= 40
+    np.testing.assert_array_equal(counted, changes)  # the sensor reads the controller's count
+    assert np.all(np.diff(counted, axis=0) >= 0)  # never decreases
     assert max(ratios) < 0.95  # every change: even a tool changed early was a little worn
     assert np.mean(ratios) < 0.7
     # The controller changes tools a cycle ahead of its counter: before most of them fail.
     assert np.all(mill.wear.usage_s <= TOOL_CHANGE_AT * mill._nominal_life_s + mill._cycle_s)
+
+
+def test_maintenance_puts_a_new_tool_in_and_counts_it() -> None:
+    mill = CncMill(5, np.random.default_rng(SEED))
+    for _ in range(600):
+        mill.step(1.0)
+    before = mill.step(1.0)[6]
+    worn = mill.wear.usage_s.copy()
+    assert mill.command(2, "maintain") == State.MAINTENANCE
+    after = mill.step(1.0)[6]
+    np.testing.assert_array_equal(after - before, [0, 0, 1, 0, 0])
+    assert mill.wear.usage_s[2] == 0.0  # maintenance holds the feed: the new tool is unused
+    assert worn[2] > 0.0
+    assert mill.health[2] > 0.98
 
 
 def twins(model_type: type[MachineModel], count: int) -> tuple[MachineModel, MachineModel]:
@@ -128,17 +151,60 @@ def test_a_worn_gearbox_draws_more_power_and_heats_and_shakes_more_for_the_same_
     assert np.all(worn._vibration_mm_s() > new._vibration_mm_s())
 
 
-def test_a_worn_bearing_runs_hotter_drags_and_slips_more() -> None:
+def test_a_worn_bearing_runs_hotter_shakes_drags_and_slips_more() -> None:
     new, worn = twins(ConveyorBelt, 50)
+    shakes = []  # vibration of the worn bearings above the new ones', when both run
     for _ in range(360):  # an hour, less than the worn bearings' remaining life
         new_readings, worn_readings = new.step(10.0), worn.step(10.0)
+        both = (new.operation.running == 1.0) & (worn.operation.running == 1.0)
+        expected = WEAR_VIBRATION_MM_S * (1.0 - worn.health[both])
+        shakes.append((worn_readings[4][both] - new_readings[4][both]) / expected)
+        assert np.all(worn_readings[4][both] > new_readings[4][both] + 0.5)
     assert np.all(worn.state != FAULT)
     running = new.operation.running == 1.0
     assert running.sum() > 10
     assert np.all(worn.bearing_c[running] > new.bearing_c[running] + 10.0)
+    assert np.all(worn_readings[4][running] > new_readings[4][running] + 0.5)  # vibration
+    # The wear adds 4 mm/s x (1 - health) at full speed, on average (the scatter has mean 1).
+    assert np.mean(np.concatenate(shakes)) == pytest.approx(1.0, abs=0.05)
     assert np.all(worn_readings[1][running] > new_readings[1][running])  # drag: more load
     assert np.all(worn._slip_per_payload > 2.0 * new._slip_per_payload)
     assert np.all(worn.wear.usage_s > 0.8 * worn.wear.life_s)
+
+
+def test_bearing_vibration_rises_over_the_bearings_life() -> None:
+    """A P-F curve: vibration rises as health falls, and leaves the acceptable zone first."""
+    used = (0.0, 0.5, 0.65, 0.95)  # share of the bearing's life used
+    levels, temperatures, healths = [], [], []
+    for share in used:
+        belt = ConveyorBelt(100, np.random.default_rng(SEED))
+        belt.operation.scheduled_stops = False  # keep running: compare the running levels
+        belt.wear.usage_s[:] = share * belt.wear.life_s
+        belt._refresh()
+        vibration = np.empty((60, belt.count))
+        equilibrium_c = np.zeros(belt.count)  # what the bearing heats to, without the lag
+        for k in range(120):  # 20 minutes; the last 10 are kept
+            readings = belt.step(10.0)
+            if k >= 60:
+                vibration[k - 60] = readings[4]
+                equilibrium_c += belt._bearing_target_c() / 60
+        assert np.all(belt.state != FAULT)
+        running = belt.operation.running == 1.0
+        levels.append(vibration[:, running].mean(axis=0))
+        temperatures.append(equilibrium_c[running])
+        healths.append(np.median(belt.health))
+    assert np.all(np.diff(healths) < 0.0)
+    medians = [np.median(level) for level in levels]
+    assert np.all(np.diff(medians) > 0.5)  # mm/s, each stage clearly above the last
+    vibration, temperature = ConveyorBelt.SENSORS[4], ConveyorBelt.SENSORS[2]
+    assert vibration.warning is not None
+    assert temperature.warning is not None
+    assert np.all(levels[0] < vibration.warning)  # new: acceptable at worst
+    assert np.all(temperatures[1] < temperature.warning)  # half-way: the heat is fine yet
+    # At 65 % of its life every bearing's vibration is at warning; few run hot enough yet.
+    assert np.all(levels[2] >= vibration.warning)
+    assert np.mean(temperatures[2] >= temperature.warning) < 0.5
+    assert medians[3] > 0.85 * vibration.alarm  # near the end: close to the alarm
 
 
 ACCELERATED = {  # a fault that makes the worn part age faster: (kind, severity, wear gain)

@@ -14,7 +14,7 @@ import pytest
 from simulation.models.cnc_mill import CncMill, Move
 
 SEED = 20261130
-SPINDLE, TOOL_TEMP, X, Y, Z, VIBRATION = range(6)
+SPINDLE, TOOL_TEMP, X, Y, Z, VIBRATION, TOOL_CHANGES = range(7)
 FEED_MOVES = (Move.PLUNGE, Move.CUT, Move.SLOT)
 
 
@@ -66,7 +66,9 @@ def test_sensors_are_the_seed_names_in_order() -> None:
         "axis_y_position",
         "axis_z_position",
         "vibration_spindle",
+        "tool_changes",  # after the seed's six
     )
+    assert [spec.integer for spec in CncMill.SENSORS] == [False] * 6 + [True]
     for spec in CncMill.SENSORS:
         assert spec.unit
         assert spec.description
@@ -108,7 +110,7 @@ def test_step_returns_a_new_array_each_time() -> None:
     first = model.step(0.1)
     kept = first.copy()
     second = model.step(0.1)
-    assert first.shape == (6, 10)
+    assert first.shape == (7, 10)
     assert first.dtype == np.float64
     assert not np.shares_memory(first, second)
     np.testing.assert_array_equal(first, kept)
@@ -118,8 +120,8 @@ def test_step_returns_a_new_array_each_time() -> None:
 
 def test_one_hour_of_1000_mills_stays_finite_and_physical() -> None:
     model = CncMill(1_000, np.random.default_rng(SEED), steady=True)
-    low = np.full((6, 1), np.inf)
-    high = np.full((6, 1), -np.inf)
+    low = np.full((7, 1), np.inf)
+    high = np.full((7, 1), -np.inf)
     for _ in range(36_000):
         readings = model.step(0.1)
         np.minimum(low, readings.min(axis=1, keepdims=True), out=low)
@@ -133,6 +135,7 @@ def test_one_hour_of_1000_mills_stays_finite_and_physical() -> None:
         Y: (0, 150),
         Z: (-20, 75),
         VIBRATION: (0, 10),
+        TOOL_CHANGES: (0, 0),  # sharp tools that do not wear are never changed
     }
     for row, (lowest, highest) in physical.items():
         assert low[row, 0] >= lowest, CncMill.SENSORS[row].name

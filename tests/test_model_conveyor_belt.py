@@ -10,7 +10,7 @@ import pytest
 from simulation.models.conveyor_belt import ConveyorBelt
 
 SEED = 20261130
-SPEED, LOAD, BEARING, ITEMS = range(4)
+SPEED, LOAD, BEARING, ITEMS, VIBRATION = range(5)
 
 
 def make_belt(count: int, seed: int = SEED) -> ConveyorBelt:
@@ -62,9 +62,13 @@ def test_sensors_are_the_seed_names_in_order() -> None:
         "motor_load",
         "bearing_temperature",
         "items_processed",
+        "vibration_bearing",  # after the seed's four
     )
-    assert [sensor.unit for sensor in ConveyorBelt.SENSORS] == ["m/s", "%", "°C", "items"]
-    assert [sensor.integer for sensor in ConveyorBelt.SENSORS] == [False, False, False, True]
+    assert [sensor.unit for sensor in ConveyorBelt.SENSORS] == ["m/s", "%", "°C", "items", "mm/s"]
+    assert [sensor.integer for sensor in ConveyorBelt.SENSORS] == [False] * 3 + [True, False]
+    vibration = ConveyorBelt.SENSORS[VIBRATION]
+    assert (vibration.warning, vibration.alarm) == (1.8, 4.5)  # ISO 10816, small machines
+    assert vibration.grafana_unit == "suffix: mm/s"
     for sensor in ConveyorBelt.SENSORS:
         assert sensor.description
         assert sensor.typical_min < sensor.typical_max
@@ -76,7 +80,7 @@ def test_step_returns_a_new_array_it_never_touches_again() -> None:
     kept = first.copy()
     for _ in range(100):
         second = belt.step(0.1)
-    assert first.shape == (4, 50)
+    assert first.shape == (5, 50)
     assert first.dtype == np.float64
     assert second is not first
     np.testing.assert_array_equal(first, kept)
@@ -304,3 +308,55 @@ def test_steps_of_5_s_agree_with_small_steps() -> None:
         assert np.corrcoef(result.mean_load_pct, expected)[0, 1] > 0.9
     np.testing.assert_allclose(coarse_run.mean_speed_mps, fine_run.mean_speed_mps, rtol=0.005)
     assert coarse_run.processed.sum() / fine_run.processed.sum() == pytest.approx(1.0, abs=0.03)
+
+
+def test_bearing_vibration_grows_with_speed_and_load_and_is_a_floor_when_stopped() -> None:
+    loaded, empty = make_belt(300), make_belt(300)
+    empty.mean_arrival_rate_per_s[:] = 0.0  # same belts, nothing to carry
+    empty.arrival_rate_per_s[:] = 0.0
+    loaded_run = run(loaded, 0.5, warmup_s=300.0, window_s=10.0)  # filled
+    steps = 2400  # 20 minutes
+    vibration = np.empty((steps, loaded.count))
+    payload = np.empty((steps, loaded.count))
+    empty_vibration = np.empty((steps, loaded.count))
+    for k in range(steps):
+        vibration[k] = loaded.step(0.5)[VIBRATION]
+        payload[k] = loaded.payload_fraction
+        empty_vibration[k] = empty.step(0.5)[VIBRATION]
+    assert loaded_run.window_s == 10.0
+    # Healthy bearings stay in the good and acceptable zones, below the warning threshold.
+    warning = ConveyorBelt.SENSORS[VIBRATION].warning
+    assert warning is not None
+    assert vibration.max() < warning
+    assert 0.2 < np.median(vibration) < 0.8
+    # Empty, the level grows in proportion to the belt speed (the scatter has mean 1).
+    empty_mean = empty_vibration.mean(axis=0)
+    level = loaded.vibration_mm_s_per_mps * loaded.speed_setpoint_mps
+    np.testing.assert_allclose(empty_mean, level + 0.02, rtol=0.015)  # plus the floor
+    assert np.corrcoef(empty_mean, loaded.speed_setpoint_mps)[0, 1] > 0.8
+    # The payload raises it by its load gain: loaded belts shake more than the same belts empty.
+    expected = level * (1.0 + loaded.vibration_load_gain * payload.mean(axis=0)) + 0.02
+    np.testing.assert_allclose(vibration.mean(axis=0), expected, rtol=0.015)
+    assert np.all(vibration.mean(axis=0) > empty_mean)
+    # Successive readings scatter by +-15 % around the level.
+    ratio = empty_vibration / (level + 0.02)
+    assert ratio.min() >= 0.85
+    assert ratio.max() <= 1.15
+    assert np.std(ratio) == pytest.approx(0.15 / np.sqrt(3.0), rel=0.02)
+    # A stopped belt reads the sensor's small floor once the drive has run down.
+    for instance in range(10):
+        loaded.command(instance, "stop")
+    stopped = np.stack([loaded.step(0.5)[VIBRATION] for _ in range(60)])
+    assert np.all(stopped[20:, :10] < 0.025)  # after 10 s: the drive is at a standstill
+    assert np.all(stopped[20:, :10] > 0.015)
+    assert np.all(stopped[:, 10:] > 0.05)  # the others run on
+
+
+def test_the_vibration_sensor_leaves_the_seed_sensors_samples_unchanged() -> None:
+    """It draws from its own stream: the first four sensors do not depend on it."""
+    plain, other = make_belt(100), make_belt(100)
+    other.vibration_rng = np.random.default_rng(SEED + 1)
+    for _ in range(600):
+        a, b = plain.step(0.5), other.step(0.5)
+        np.testing.assert_array_equal(a[:VIBRATION], b[:VIBRATION])
+    assert not np.array_equal(a[VIBRATION], b[VIBRATION])

@@ -11,8 +11,8 @@ waits at home, spindle stopped), then an idle gap follows. A stop command or a f
 feed hold: the axes stop where they are and the spindle runs down. The tool wears while it
 cuts, at a rate set by Taylor's tool life for its cutting speed; a worn tool needs more power
 (more spindle dip and heat) and chatters (more vibration). The controller changes the tool at
-the end of the cycle in which its tool-life counter expires; a tool that wears out before
-that fails the machine.
+the end of the cycle in which its tool-life counter expires (the ``tool_changes`` sensor counts
+the changes, those at maintenance included); a tool that wears out before that fails the machine.
 """
 
 from __future__ import annotations
@@ -181,6 +181,16 @@ class CncMill(MachineModel):
             warning=2.8,
             alarm=7.1,
             grafana_unit="suffix: mm/s",
+        ),
+        SensorSpec(
+            name="tool_changes",
+            unit="changes",
+            description="Tool changes since start: by the controller's tool-life management and "
+            "at each maintenance; never decreases",
+            typical_min=0.0,
+            typical_max=100.0,
+            decimals=0,
+            integer=True,
         ),
     )
     PHYSICAL_FAULTS = (
@@ -539,4 +549,5 @@ class CncMill(MachineModel):
         out[1] = self._tool_temperature_c
         self._read_positions(out[2:5])
         self._read_vibration(sqrt_load, out[5])
+        out[6] = self.tool_changes
         return out

@@ -4,12 +4,13 @@ Each instance is one belt of fixed length running at a setpoint speed. Items arr
 Poisson process whose rate drifts slowly around the instance's design rate; each one rides
 the belt's length at the belt speed and is counted in ``items_processed`` when it leaves
 the far end. The mass on the belt (the *payload*) sets the motor load, the slip of the belt
-on its drive pulley and, through a slow thermal lag of the motor load, the bearing
-temperature.
+on its drive pulley, the drive-pulley bearing's vibration and, through a slow thermal lag of
+the motor load, the bearing temperature.
 
 Belts start and stop (the drive ramps the speed with a soft-start lag); a stopped belt
 carries nothing and draws nothing. The drive-pulley bearing wears while the belt runs, faster
-under load (bearing life goes with load cubed); its wear adds friction heat, drag and slip.
+under load (bearing life goes with load cubed); its wear adds vibration, friction heat, drag
+and slip.
 
 Items are tracked exactly, for any step length, with a small ring per instance holding the
 belt's odometer reading at each item's arrival: the head item leaves once the belt has
@@ -54,6 +55,14 @@ OVERHEAT_GAIN = 1.5  # overheating of severity 1 (cooling lost) raises every hea
 SLIP_WEAR_GAIN = 2.0  # a fully worn belt drive slips 3x more under load
 SLIP_FAULT_GAIN = 4.0  # belt slip of severity 1: 5x more slip under load ...
 SLIP_FAULT_FLOOR = 0.08  # ... and 8 % slip even when empty
+WEAR_VIBRATION_MM_S = 4.0  # mm/s RMS a fully worn bearing adds at full speed
+DEFECT_VIBRATION_MM_S = 6.0  # mm/s RMS a bearing defect of severity 1 adds at full speed
+VIBRATION_FLOOR_MM_S = 0.02  # mm/s, the sensor's noise floor (a stopped belt reads about this)
+VIBRATION_SCATTER = 0.15  # successive RMS readings scatter uniformly by +-15 % (std 8.7 %)
+# Bearing geometry for the defect frequencies (MODELLING.md, a 6205-style deep-groove bearing:
+# 9 balls, ball / pitch diameter 7.94 / 38.5 mm, contact angle 0).
+BEARING_BALLS = 9
+BALL_PITCH_RATIO = 7.94 / 38.5
 HEAT, BEARING, SLIP = range(3)  # rows of the physical fault intensities
 
 
@@ -105,6 +114,19 @@ class ConveyorBelt(MachineModel):
             decimals=0,
             integer=True,
         ),
+        SensorSpec(
+            name="vibration_bearing",
+            unit="mm/s",
+            description="Drive-pulley bearing vibration velocity, RMS: grows with belt speed and "
+            "load, and with bearing wear and defects (impacts at the BPFO/BPFI defect "
+            "frequencies); a small floor when stopped (thresholds: ISO 10816 small machines)",
+            typical_min=0.0,
+            typical_max=1.2,
+            decimals=2,
+            warning=1.8,
+            alarm=4.5,
+            grafana_unit="suffix: mm/s",
+        ),
     )
     PHYSICAL_FAULTS = ("overheating", "bearing_defect", "belt_slip")
     DUTY = DutyCycle(run_s=(900.0, 5400.0), idle_s=(60.0, 900.0), maintenance_s=(1200.0, 2700.0))
@@ -118,9 +140,13 @@ class ConveyorBelt(MachineModel):
         machine_ids: Sequence[str] | None = None,
     ) -> None:
         super().__init__(count, rng, steady=steady, machine_ids=machine_ids)
+        # The vibration sensor came later: its own stream leaves the other sensors' samples
+        # exactly as they were for a given seed.
+        self.vibration_rng = rng.spawn(1)[0]
         self._draw_belt_parameters()
         self._draw_drive_parameters()
         self._draw_thermal_parameters()
+        self._draw_vibration_parameters()
         self._init_items()
         self._init_state()
         self._init_condition()
@@ -159,6 +185,20 @@ class ConveyorBelt(MachineModel):
         self.ambient_c = uniform(rng, 20.0, 30.0, n)
         self.bearing_rise_full_load_k = uniform(rng, 15.0, 35.0, n)  # rise at 100 % motor load
         self.bearing_tau_s = uniform(rng, 300.0, 1200.0, n)  # 5 to 20 min thermal inertia
+
+    def _draw_vibration_parameters(self) -> None:
+        """The bearing's vibration levels, and its shaft and defect frequencies (ground truth)."""
+        n, rng = self.count, self.vibration_rng
+        self.vibration_mm_s_per_mps = uniform(rng, 0.15, 0.3, n)  # healthy, empty, per m/s
+        self.vibration_load_gain = uniform(rng, 0.5, 1.0, n)  # a full payload adds this share
+        self.pulley_diameter_m = uniform(rng, 0.15, 0.4, n)
+        self.shaft_rate_hz = self.speed_setpoint_mps / (np.pi * self.pulley_diameter_m)
+        half_balls = BEARING_BALLS / 2.0 * self.shaft_rate_hz
+        self.bpfo_hz = half_balls * (1.0 - BALL_PITCH_RATIO)  # outer race defect
+        self.bpfi_hz = half_balls * (1.0 + BALL_PITCH_RATIO)  # inner race defect
+        # At the setpoint: healthy and empty, and what a full payload adds.
+        self._vibration_empty_mm_s = self.vibration_mm_s_per_mps * self.speed_setpoint_mps
+        self._vibration_per_payload_mm_s = self._vibration_empty_mm_s * self.vibration_load_gain
 
     # -- state -----------------------------------------------------------------------------
 
@@ -206,6 +246,7 @@ class ConveyorBelt(MachineModel):
         self._slip_per_payload = np.zeros(n)
         self._slip_floor = np.zeros(n)
         self._slipping = np.empty(0, dtype=np.int64)
+        self._vibration_mm_s = np.zeros(n)  # at full speed, empty: healthy level, wear, defect
         self._refresh()
 
     def _new_life_s(self, idx: np.ndarray) -> np.ndarray:
@@ -225,6 +266,9 @@ class ConveyorBelt(MachineModel):
             1.0 + SLIP_WEAR_GAIN * worn + SLIP_FAULT_GAIN * slip
         )
         self._slip_floor[idx] = SLIP_FAULT_FLOOR * slip
+        self._vibration_mm_s[idx] = (
+            self._vibration_empty_mm_s[idx] + WEAR_VIBRATION_MM_S * worn
+        ) + DEFECT_VIBRATION_MM_S * defect
         self._slipping = self._slip_floor.nonzero()[0]
         gain = 1.0 + DEFECT_WEAR_GAIN * defect
         self._wear_gain[idx] = gain
@@ -305,6 +349,18 @@ class ConveyorBelt(MachineModel):
 
     def _heat_bearing(self) -> None:
         first_order_lag(self.bearing_c, self._bearing_target_c(), self._bearing_gain)
+
+    def _read_vibration(self, out: np.ndarray) -> None:
+        """RMS velocity: the healthy level (grows with the payload), wear and defect terms, all
+        with the drive's speed; the sensor's floor; a uniform scatter of +-15 %."""
+        np.multiply(self.payload_fraction, self._vibration_per_payload_mm_s, out=out)
+        out += self._vibration_mm_s
+        out *= self.drive_ratio
+        out += VIBRATION_FLOOR_MM_S
+        scatter = self.vibration_rng.random(self.count)
+        scatter *= 2.0 * VIBRATION_SCATTER
+        scatter += 1.0 - VIBRATION_SCATTER
+        out *= scatter
 
     # -- items -----------------------------------------------------------------------------
 
@@ -387,4 +443,5 @@ class ConveyorBelt(MachineModel):
         out[2] *= BEARING_ADC_STEP_K
         out[2] += self.bearing_c
         out[3] = self.items_processed
+        self._read_vibration(out[4])
         return out
