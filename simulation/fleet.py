@@ -19,6 +19,8 @@ from simulation.faults import FaultRecord, FaultSet
 from simulation.fleet_spec import FleetSpec, default_fleet
 from simulation.models import MODEL_TYPES, MachineModel, SensorSpec
 
+DEFAULT_REPAIR_AFTER_S = 1800.0  # s of simulated time in fault before the crew maintains
+
 
 @dataclass(frozen=True, slots=True)
 class Frame:
@@ -53,6 +55,13 @@ class Fleet:
     ``fault_rate_per_h`` is the rate of spontaneous faults per machine per simulated hour
     (0 for none); they are drawn from each type's own seeded stream, so a seeded run is
     reproducible, and one type's faults do not depend on the other types.
+
+    ``repair_after_s`` is the repair policy: a machine that has been in ``fault`` (its health
+    ran out, or a fault broke it) for that many simulated seconds is maintained automatically,
+    as by a maintenance crew, and counted (:meth:`auto_repairs`). ``None`` or 0 disables it:
+    a failed machine then stays in fault until a ``maintain`` or ``reset`` command. The default,
+    30 minutes, keeps a long-running demo alive (a fault shows for half an hour, then the
+    maintenance, then the machine runs again) and costs nothing per step.
     """
 
     def __init__(
@@ -62,6 +71,7 @@ class Fleet:
         seed: int,
         dt_s: float,
         fault_rate_per_h: float = 0.0,
+        repair_after_s: float | None = DEFAULT_REPAIR_AFTER_S,
     ) -> None:
         if not dt_s > 0:
             raise ValueError(f"dt must be positive, got {dt_s!r}")
@@ -70,11 +80,17 @@ class Fleet:
                 "fault_rate_per_h must be a finite number >= 0 (spontaneous faults per machine "
                 f"per simulated hour), got {fault_rate_per_h!r}"
             )
+        if repair_after_s is not None and not 0.0 <= repair_after_s < math.inf:
+            raise ValueError(
+                "repair_after_s must be a finite number of simulated seconds >= 0 (0 or None: "
+                f"no automatic repairs), got {repair_after_s!r}"
+            )
         spec = spec if spec is not None else default_fleet()
         self.dt_s = dt_s
         self.spec = spec
         self.seed = seed
         self.fault_rate_per_h = fault_rate_per_h
+        self.repair_after_s = repair_after_s or None
         type_names = sorted({machine.machine_type for machine in spec.machines})
         ids: dict[str, list[str]] = {name: [] for name in type_names}
         self.placement: dict[str, tuple[int, int]] = {}
@@ -92,6 +108,7 @@ class Fleet:
         )
         for model in self.models:
             model.fault_rate_per_h = fault_rate_per_h
+            model.repair_after_s = self.repair_after_s
         self.seq = 0
 
     @property
@@ -171,6 +188,13 @@ class Fleet:
         """
         model, row = self._locate(machine_id)
         return model.command(row, name).name.lower()
+
+    def auto_repairs(self, machine_id: str | None = None) -> int:
+        """Automatic repairs so far: of one machine, or of the whole fleet (``None``)."""
+        if machine_id is None:
+            return sum(int(model.auto_repairs.sum()) for model in self.models)
+        model, row = self._locate(machine_id)
+        return int(model.auto_repairs[row])
 
     def _locate(self, machine_id: str) -> tuple[MachineModel, int]:
         place = self.placement.get(machine_id)

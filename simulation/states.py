@@ -8,6 +8,9 @@ a running or idle machine whose health is low or that has just read an alarm-lev
 The schedule alternates run periods and idle gaps drawn from the model's :class:`DutyCycle`.
 When a run period ends the model decides when the machine actually goes idle (a belt stops at
 once, an arm or a mill first finishes its cycle) and calls :meth:`Operation.go_idle`.
+
+A machine in fault may have a repair due (a maintenance crew arriving at a given time, see
+:meth:`Operation.fail`): the same timers carry it, so the schedule costs nothing extra.
 """
 
 from __future__ import annotations
@@ -48,8 +51,9 @@ class Operation:
     """Modes, schedule timers and the ``stop`` hold of every instance, as arrays.
 
     ``due_s`` is the simulated time at which the current run period, idle gap or maintenance
-    ends (``inf`` when nothing is due: held, in fault, finishing a cycle, or unscheduled).
-    With ``scheduled_stops=False`` machines run until a command or a fault stops them.
+    ends, or at which a machine in fault is repaired (``inf`` when nothing is due: held, in a
+    fault nobody repairs, finishing a cycle, or unscheduled). With ``scheduled_stops=False``
+    machines run until a command or a fault stops them.
     """
 
     def __init__(
@@ -67,31 +71,39 @@ class Operation:
         if scheduled_stops:  # the fleet starts part-way through its run periods
             self.due_s = rng.uniform(0.0, duty.run_s[1], count)
 
-    def advance(self, now_s: float) -> np.ndarray:
-        """Apply the timers due at ``now_s``; return the instances whose run period just ended.
+    def advance(self, now_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """Apply the timers due at ``now_s``; return two index arrays (ascending).
 
-        Idle gaps and maintenance that end start a new run period (or leave a held machine idle).
+        The first holds the instances whose run period just ended, the second those in fault
+        whose repair is due (their timer is cleared: the model maintains them). Idle gaps and
+        maintenance that end start a new run period (or leave a held machine idle).
         """
         due = (self.due_s <= now_s).nonzero()[0]
         if due.size == 0:
-            return due
+            return due, due
         mode = self.mode[due]
         ended = due[mode == _RUNNING]
         self.due_s[ended] = np.inf
+        repair = due[mode == _FAULT]
+        self.due_s[repair] = np.inf
         resume = due[(mode == _IDLE) | (mode == _MAINTENANCE)]
         if resume.size:
             held = self.held[resume]
             self._idle(resume[held], None)
             self._run(resume[~held], now_s)
-        return ended
+        return ended, repair
 
     def go_idle(self, idx: np.ndarray, now_s: float) -> None:
         """Running instances ``idx`` reached the end of their run: idle for a drawn gap."""
         self._idle(idx, now_s)
 
-    def fail(self, idx: np.ndarray) -> None:
-        """Instances ``idx`` stop in the fault state until a ``reset`` or ``maintain``."""
-        self._set(idx, State.FAULT, np.inf)
+    def fail(self, idx: np.ndarray, repair_s: float = np.inf) -> None:
+        """Instances ``idx`` stop in the fault state until a ``reset`` or ``maintain``.
+
+        ``repair_s`` is the simulated time at which a repair falls due (:meth:`advance` reports
+        it), ``inf`` for none.
+        """
+        self._set(idx, State.FAULT, repair_s)
 
     def reported(self, warning: np.ndarray) -> np.ndarray:
         """State codes as a new int8 array: the mode, or WARNING for an operating machine."""
@@ -100,7 +112,7 @@ class Operation:
         np.putmask(codes, warning, _WARNING)
         return codes
 
-    # -- commands (between steps, one instance) -------------------------------------------
+    # -- commands (between steps) ---------------------------------------------------------
 
     def start(self, i: int, now_s: float) -> None:
         """Run now (a new run period) and lift a ``stop`` hold; refused in fault or maintenance."""
@@ -129,10 +141,11 @@ class Operation:
         if self.mode[i] in (State.RUNNING, State.IDLE):
             self._set(np.array([i]), State.IDLE, np.inf)
 
-    def maintain(self, i: int, now_s: float) -> None:
-        """Stop for a drawn maintenance time, then run again (or stay idle if held)."""
-        duration_s = self.rng.uniform(*self.duty.maintenance_s)
-        self._set(np.array([i]), State.MAINTENANCE, now_s + duration_s)
+    def maintain(self, idx: np.ndarray, now_s: float) -> None:
+        """Instances ``idx`` stop for a drawn maintenance time each, then run again (or stay
+        idle if held)."""
+        duration_s = self.rng.uniform(*self.duty.maintenance_s, idx.size)
+        self._set(idx, State.MAINTENANCE, now_s + duration_s)
 
     def reset(self, i: int, now_s: float) -> None:
         """Leave the fault state: run again, or stay idle if held; other modes are unchanged."""

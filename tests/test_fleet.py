@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulation import Fleet, FleetSpec, MachineSpec, State
+from simulation import DEFAULT_REPAIR_AFTER_S, Fleet, FleetSpec, Frame, MachineSpec, State
 from simulation.fleet_spec import default_fleet
 from simulation.models import MODEL_TYPES
 
@@ -128,7 +128,7 @@ def test_same_seed_gives_identical_labels_and_faults() -> None:
 
 def test_six_hours_at_10_s_steps_with_faults_stays_finite_and_labelled() -> None:
     spec = FleetSpec(group("robotic_arm", 15) + group("cnc_mill", 15) + group("conveyor_belt", 15))
-    fleet = Fleet(spec, seed=6, dt_s=10.0, fault_rate_per_h=2.0)
+    fleet = Fleet(spec, seed=6, dt_s=10.0, fault_rate_per_h=2.0, repair_after_s=None)
     for _ in range(2160):
         frame = fleet.step()
         for slot, values in enumerate(frame.values):
@@ -149,3 +149,126 @@ def test_six_hours_at_10_s_steps_with_faults_stays_finite_and_labelled() -> None
 def test_a_negative_fault_rate_is_refused() -> None:
     with pytest.raises(ValueError, match="fault_rate_per_h"):
         Fleet(seed=1, dt_s=0.1, fault_rate_per_h=-1.0)
+
+
+# -- the repair policy --------------------------------------------------------------------------
+
+RUNNING, IDLE, WARNING, FAULT, MAINTENANCE = (int(state) for state in State)
+
+
+def break_down(fleet: Fleet) -> dict[str, float]:
+    """Fail four machines: a full tool breakage at once, three by wear at the next step's
+    health refresh; return their failure times."""
+    fleet.inject_fault("conveyor_belt_0", "belt_slip", 0.5)
+    fleet.inject_fault("conveyor_belt_0", "bias", 0.2, sensor="motor_load")
+    fleet.inject_fault("cnc_mill_0", "tool_breakage", 1.0)
+    for machine_id in ("conveyor_belt_0", "robotic_arm_1", "robotic_arm_0"):
+        slot, row = fleet.placement[machine_id]
+        model = fleet.models[slot]
+        model.wear.usage_s[row] = model.wear.life_s[row]
+    now_s = fleet.seq * fleet.dt_s
+    return {
+        "conveyor_belt_0": now_s + fleet.dt_s,
+        "robotic_arm_1": now_s + fleet.dt_s,
+        "robotic_arm_0": now_s + fleet.dt_s,
+        "cnc_mill_0": now_s,
+    }
+
+
+def states_of(frames: list[Frame], fleet: Fleet, machine_id: str) -> np.ndarray:
+    slot, row = fleet.placement[machine_id]
+    return np.array([frame.state[slot][row] for frame in frames])
+
+
+def test_the_crew_repairs_a_failed_machine_after_repair_after_s() -> None:
+    spec = FleetSpec(group("conveyor_belt", 3) + group("cnc_mill", 2) + group("robotic_arm", 2))
+    fleet, twin = (Fleet(spec, seed=7, dt_s=10.0, repair_after_s=600.0) for _ in range(2))
+    frames, twin_frames = [fleet.step()], [twin.step()]
+    failed_s = break_down(fleet)
+    break_down(twin)
+    mill_slot, mill_row = fleet.placement["cnc_mill_0"]
+    tools = fleet.models[mill_slot].tool_changes[mill_row]
+    for _ in range(60):
+        frames.append(fleet.step())
+        twin_frames.append(twin.step())
+    assert fleet.command("robotic_arm_0", "maintain") == "maintenance"  # the operator was first
+    twin.command("robotic_arm_0", "maintain")
+    for _ in range(300):
+        frames.append(fleet.step())
+        twin_frames.append(twin.step())
+    times = np.array([frame.time_s for frame in frames])
+    for machine_id in ("conveyor_belt_0", "robotic_arm_1", "cnc_mill_0"):
+        states = states_of(frames, fleet, machine_id)
+        fault = times[states == FAULT]
+        assert fault.max() < failed_s[machine_id] + 600.0 <= fault.max() + fleet.dt_s
+        assert np.all(np.diff(fault) == fleet.dt_s)  # one stretch in fault
+        repaired = np.flatnonzero(times == failed_s[machine_id] + 600.0)[0]
+        assert states[repaired] == MAINTENANCE  # the crew came after 600 s in fault
+        assert (
+            frames[repaired].health[fleet.placement[machine_id][0]][fleet.placement[machine_id][1]]
+            > 0.98
+        )
+        assert states[-1] in (RUNNING, IDLE)  # and after the maintenance it works again
+        assert fleet.auto_repairs(machine_id) == 1
+    # The operator's own maintain is not the crew's, and it cancels the crew's visit.
+    operator = states_of(frames, fleet, "robotic_arm_0")
+    assert fleet.auto_repairs("robotic_arm_0") == 0
+    assert np.count_nonzero(np.diff((operator == MAINTENANCE).astype(int)) == 1) == 1
+    assert fleet.auto_repairs() == 3
+    assert all(fleet.auto_repairs(m) == 0 for m in ("conveyor_belt_1", "cnc_mill_1"))
+    # Maintenance cleared the physical faults (the sensor's stays) and put a new tool in.
+    assert [record.kind for record in fleet.active_faults("conveyor_belt_0")] == ["bias"]
+    assert fleet.active_faults("cnc_mill_0") == ()
+    assert fleet.models[mill_slot].tool_changes[mill_row] == tools + 1
+    # Deterministic: the same seed and commands give the same readings and labels.
+    for frame, other in zip(frames, twin_frames, strict=True):
+        for slot in range(len(fleet.models)):
+            np.testing.assert_array_equal(frame.values[slot], other.values[slot])
+            np.testing.assert_array_equal(frame.state[slot], other.state[slot])
+            np.testing.assert_array_equal(frame.health[slot], other.health[slot])
+    assert twin.auto_repairs() == 3
+
+
+@pytest.mark.parametrize("repair_after_s", [None, 0, 0.0])
+def test_without_a_repair_policy_a_failed_machine_waits_for_maintain(
+    repair_after_s: float | None,
+) -> None:
+    spec = FleetSpec(group("conveyor_belt", 2) + group("cnc_mill", 1) + group("robotic_arm", 2))
+    fleet = Fleet(spec, seed=7, dt_s=60.0, repair_after_s=repair_after_s)
+    assert fleet.repair_after_s is None
+    frames = [fleet.step()]
+    break_down(fleet)
+    frames += [fleet.step() for _ in range(6 * 60)]  # six hours: 12 x the default policy
+    for machine_id in ("conveyor_belt_0", "robotic_arm_1", "cnc_mill_0"):
+        assert set(states_of(frames[2:], fleet, machine_id).tolist()) == {FAULT}
+    assert fleet.auto_repairs() == 0
+    assert fleet.command("cnc_mill_0", "maintain") == "maintenance"
+
+
+def test_a_long_running_fleet_keeps_running_with_the_default_policy() -> None:
+    """Half a simulated day with many spontaneous faults: failures come and go, none lasts."""
+    assert DEFAULT_REPAIR_AFTER_S == 1800.0
+    spec = FleetSpec(group("robotic_arm", 8) + group("cnc_mill", 8) + group("conveyor_belt", 8))
+    fleet = Fleet(spec, seed=12, dt_s=60.0, fault_rate_per_h=2.0)
+    assert fleet.repair_after_s == DEFAULT_REPAIR_AFTER_S
+    states = np.stack([np.concatenate(fleet.step().state) for _ in range(12 * 60)])
+    fault = states == FAULT
+    # No machine is in fault for longer than the policy allows (plus one step).
+    longest = np.zeros(fault.shape[1], dtype=int)
+    run_length = np.zeros(fault.shape[1], dtype=int)
+    for row in fault:
+        run_length = np.where(row, run_length + 1, 0)
+        np.maximum(longest, run_length, out=longest)
+    assert longest.max() * 60.0 <= DEFAULT_REPAIR_AFTER_S + 60.0
+    assert longest.max() * 60.0 >= DEFAULT_REPAIR_AFTER_S  # and the crew does wait that long
+    assert all(model.auto_repairs.sum() > 0 for model in fleet.models)  # every type failed
+    assert fleet.auto_repairs() >= 10
+    assert fleet.auto_repairs() == np.count_nonzero(np.diff(fault.astype(int), axis=0) == -1)
+    assert fault.mean() < 0.05
+    assert np.isin(states[-240:], (RUNNING, WARNING)).mean() > 0.7  # the last 4 h: most work
+
+
+@pytest.mark.parametrize("repair_after_s", [-1.0, float("nan"), float("inf")])
+def test_a_bad_repair_policy_is_refused(repair_after_s: float) -> None:
+    with pytest.raises(ValueError, match="repair_after_s"):
+        Fleet(seed=1, dt_s=0.1, repair_after_s=repair_after_s)

@@ -61,6 +61,10 @@ class MachineModel(ABC):
 
     ``steady=True`` gives machines that run without idle gaps and do not wear (health stays 1,
     RUL is NaN): the steady physics, for studies and tests. Faults and commands still work.
+
+    ``repair_after_s`` (None by default; the fleet sets it) is the repair policy: an instance
+    that has been in ``fault`` for that many simulated seconds is maintained automatically, as
+    a maintenance crew would, and counted in ``auto_repairs`` (int64 per instance).
     """
 
     TYPE_NAME: ClassVar[str]
@@ -85,6 +89,8 @@ class MachineModel(ABC):
         self.machine_ids = machine_ids
         self.time_s = 0.0
         self.fault_rate_per_h = 0.0
+        self.repair_after_s: float | None = None
+        self.auto_repairs = np.zeros(count, dtype=np.int64)
         self.operation = Operation(count, self.DUTY, self.events, scheduled_stops=not steady)
         self.faults = FaultTable(
             self.TYPE_NAME, self.PHYSICAL_FAULTS, self.SENSORS, count, self.events, self.machine_id
@@ -126,9 +132,11 @@ class MachineModel(ABC):
     def step(self, dt_s: float) -> np.ndarray:
         """Advance all instances by ``dt_s`` seconds; return readings ``(sensors, count)``."""
         self.time_s += dt_s
-        ended = self.operation.advance(self.time_s)
+        ended, repair = self.operation.advance(self.time_s)
         if ended.size:
             self._end_run(ended)
+        if repair.size:
+            self._repair(repair)
         if self.fault_rate_per_h > 0.0:
             for request in self.faults.draw_spontaneous(self.fault_rate_per_h, dt_s):
                 self._add_fault(*request, origin="spontaneous")
@@ -158,7 +166,8 @@ class MachineModel(ABC):
             self.rul_s = self.wear.remaining_s() / self._wear_gain
         worn_out = ((self.health <= 0.0) & (self.operation.mode <= State.IDLE)).nonzero()[0]
         if worn_out.size:
-            self.operation.fail(worn_out)
+            repair_s = self.time_s + self.repair_after_s if self.repair_after_s else np.inf
+            self.operation.fail(worn_out, repair_s)
             self._stop_cycle(worn_out)
         health_warning = self.health < HEALTH_WARNING
         if not np.array_equal(health_warning, self._health_warning):
@@ -249,11 +258,7 @@ class MachineModel(ABC):
             self.operation.stop(instance)
             self._stop_cycle(idx)
         elif name == "maintain":
-            self.wear.renew(idx, self._new_life_s(idx))
-            self.faults.clear(idx, self.PHYSICAL_FAULTS)
-            self._on_maintain(idx)
-            self.operation.maintain(instance, self.time_s)
-            self._stop_cycle(idx)
+            self._maintain(idx)
         elif name == "reset":
             if self.health[instance] <= 0.0:
                 raise ControlError(
@@ -273,6 +278,26 @@ class MachineModel(ABC):
         self._sync_faults()
         self._refresh()
         return State(self.operation.mode[instance])
+
+    def _maintain(self, idx: np.ndarray) -> None:
+        """Renew the worn part of ``idx``, clear its physical faults, stop it for maintenance.
+
+        Labels and factors are left to the caller (:meth:`_refresh` or :meth:`_renewed`).
+        """
+        self.wear.renew(idx, self._new_life_s(idx))
+        self.faults.clear(idx, self.PHYSICAL_FAULTS)
+        self._on_maintain(idx)
+        self.operation.maintain(idx, self.time_s)
+        self._stop_cycle(idx)
+
+    def _repair(self, idx: np.ndarray) -> None:
+        """The crew maintains ``idx``, in fault for ``repair_after_s`` (during a step, counted).
+
+        Only ``idx`` is touched: the faults cleared here are synchronised later in the step.
+        """
+        self.auto_repairs[idx] += 1
+        self._maintain(idx)
+        self._renewed(idx)
 
     def _add_fault(
         self,
