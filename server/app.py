@@ -47,6 +47,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
         seed=seed,
         dt_s=settings.step_s,
         fault_rate_per_h=settings.fault_rate_per_h,
+        repair_after_s=settings.repair_after_s,
     )
     store = Store(
         fleet,

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 
+from simulation import DEFAULT_REPAIR_AFTER_S
+
 DEFAULT_PORT = 7000
 DEFAULT_HOST = "0.0.0.0"
 DEFAULT_TICK_HZ = 10.0
@@ -25,6 +27,7 @@ class Settings:
     tick_hz: float = DEFAULT_TICK_HZ
     speed: float = 1.0
     fault_rate_per_h: float = 0.0
+    repair_after_s: float = DEFAULT_REPAIR_AFTER_S
     seed: int | None = None
     fleet: Path | None = None
     cors_origins: tuple[str, ...] = ("*",)
@@ -71,6 +74,7 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
         tick_hz=args.tick_hz,
         speed=args.speed,
         fault_rate_per_h=args.fault_rate,
+        repair_after_s=args.repair_after,
         seed=args.seed,
         fleet=args.fleet,
         cors_origins=args.cors_origins,
@@ -127,6 +131,14 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "FAULT_RATE",
         "0",
         "spontaneous faults per machine per simulated hour (seeded, so reproducible)",
+        type=_non_negative_float,
+    )
+    option(
+        "--repair-after",
+        "REPAIR_AFTER",
+        f"{DEFAULT_REPAIR_AFTER_S:g}",
+        "simulated seconds a machine stays in fault before a maintenance crew restores it "
+        "(0: never; then only a 'maintain' command does)",
         type=_non_negative_float,
     )
     option(

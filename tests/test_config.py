@@ -44,6 +44,11 @@ def test_control_settings_come_from_the_environment() -> None:
     assert load_settings([], {}).control_token is None
 
 
+def test_repair_policy_defaults_to_a_crew_and_can_be_turned_off() -> None:
+    assert load_settings([], {}).repair_after_s == 1800.0
+    assert load_settings([], {"REPAIR_AFTER": "0"}).repair_after_s == 0.0
+
+
 def test_speed_scales_the_simulated_step() -> None:
     assert load_settings(["--speed", "60"], {}).step_s == 6.0
 

@@ -20,6 +20,7 @@ from simulation.export.dataset import (
     parse_duration,
     synthetic_fleet,
 )
+from simulation.fleet import DEFAULT_REPAIR_AFTER_S
 from simulation.fleet_spec import FleetSpec, FleetSpecError, default_fleet, parse_fleet
 from simulation.models import MODEL_TYPES
 
@@ -65,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="spontaneous faults per machine per simulated hour (seeded, labelled)",
+    )
+    export.add_argument(
+        "--repair-after",
+        type=float,
+        default=DEFAULT_REPAIR_AFTER_S,
+        help="simulated seconds a machine stays in fault before a crew maintains it (0: never)",
     )
     export.add_argument("--format", choices=("parquet", "csv"), default="parquet")
     export.add_argument("--out", type=Path, required=True, help="output directory (created)")
@@ -139,6 +146,7 @@ def _plan_from_args(args: argparse.Namespace) -> tuple[ExportPlan, dict[str, Any
             duration_s=parse_duration(args.duration),
             start_ms=_parse_start(args.start),
             fault_rate_per_h=args.fault_rate,
+            repair_after_s=args.repair_after,
         ),
         fleet_info,
     )

@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 
 from simulation.faults import FaultRecord, FaultSet
-from simulation.fleet import Fleet, Frame
+from simulation.fleet import DEFAULT_REPAIR_AFTER_S, Fleet, Frame
 from simulation.fleet_spec import MAX_FLEET_SIZE, FleetSpec, MachineSpec
 from simulation.models import MODEL_TYPES, SensorSpec
 from simulation.states import STATE_NAMES
@@ -101,6 +101,7 @@ class ExportPlan:
     steps: int
     start_ms: int = DEFAULT_START_MS
     fault_rate_per_h: float = 0.0
+    repair_after_s: float | None = DEFAULT_REPAIR_AFTER_S
 
     @property
     def dt_s(self) -> float:
@@ -204,6 +205,7 @@ def make_plan(
     duration_s: float,
     start_ms: int = DEFAULT_START_MS,
     fault_rate_per_h: float = 0.0,
+    repair_after_s: float | None = DEFAULT_REPAIR_AFTER_S,
 ) -> ExportPlan:
     """Check the arguments and count the steps; the duration must be whole steps."""
     if seed < 0:
@@ -212,6 +214,11 @@ def make_plan(
         raise ExportPlanError(
             "fault rate must be a finite number >= 0 (spontaneous faults per machine per "
             f"simulated hour), got {fault_rate_per_h:g}"
+        )
+    if repair_after_s is not None and not (math.isfinite(repair_after_s) and repair_after_s >= 0):
+        raise ExportPlanError(
+            "repair delay must be a finite number of simulated seconds >= 0 (0: no automatic "
+            f"repairs), got {repair_after_s:g}"
         )
     if not (math.isfinite(rate_hz) and 0 < rate_hz <= MAX_RATE_HZ):
         raise ExportPlanError(f"rate must be in (0, {MAX_RATE_HZ:g}] Hz, got {rate_hz:g}")
@@ -237,6 +244,7 @@ def make_plan(
         steps=steps,
         start_ms=start_ms,
         fault_rate_per_h=fault_rate_per_h,
+        repair_after_s=repair_after_s or None,
     )
 
 
@@ -374,7 +382,13 @@ class _Buffers:
 def iter_type_batches(plan: ExportPlan, machine_type: str) -> Iterator[TypeBatch]:
     """Step one machine type through the whole plan, yielding column batches in seq order."""
     spec = plan.type_fleet(machine_type)
-    fleet = Fleet(spec, seed=plan.seed, dt_s=plan.dt_s, fault_rate_per_h=plan.fault_rate_per_h)
+    fleet = Fleet(
+        spec,
+        seed=plan.seed,
+        dt_s=plan.dt_s,
+        fault_rate_per_h=plan.fault_rate_per_h,
+        repair_after_s=plan.repair_after_s,
+    )
     sensors = MODEL_TYPES[machine_type].SENSORS
     count = len(spec)
     batch_steps = steps_per_batch(count, plan.steps)

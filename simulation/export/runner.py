@@ -385,6 +385,7 @@ def manifest(
         "versions": _versions(),
         "seed": plan.seed,
         "fault_rate_per_h": plan.fault_rate_per_h,
+        "repair_after_s": plan.repair_after_s,
         "fleet": {
             **fleet_info,
             "machines": len(plan.fleet),
