@@ -9,6 +9,7 @@ import weakref
 from collections.abc import AsyncIterator
 
 import aiohttp_cors
+import numpy as np
 from aiohttp import WSCloseCode, web
 
 from server import api, history, plant, streams
@@ -20,7 +21,6 @@ from server.gctuning import GcTuner
 from server.guard import guard_mutations
 from server.hub import Hub
 from server.keys import (
-    clock_key,
     engine_key,
     hub_key,
     machines_json_key,
@@ -62,7 +62,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     )
     app = web.Application(middlewares=[json_errors, guard_mutations])
     app[settings_key] = settings
-    app[clock_key] = clock
     app[store_key] = store
     app[hub_key] = hub
     engine = Engine(fleet, store, hub, tick_hz=settings.tick_hz, clock=clock)
@@ -91,8 +90,6 @@ def load_fleet_spec(settings: Settings) -> FleetSpec:
 
 def fresh_seed() -> int:
     """A random seed, so an unseeded run can still be reproduced from its logged seed."""
-    import numpy as np
-
     return int(np.random.SeedSequence().generate_state(1, dtype=np.uint32)[0])
 
 

@@ -6,7 +6,6 @@ import weakref
 
 from aiohttp import web
 
-from server.clock import Clock
 from server.config import Settings
 from server.engine import Engine
 from server.hub import Hub
@@ -14,7 +13,6 @@ from server.metrics import Metrics
 from server.store import Store
 
 settings_key = web.AppKey("settings", Settings)
-clock_key = web.AppKey("clock", Clock)
 store_key = web.AppKey("store", Store)
 hub_key = web.AppKey("hub", Hub)
 engine_key = web.AppKey("engine", Engine)
