@@ -17,6 +17,14 @@ def first_order_lag(
     state += gain * (target - state)
 
 
+def ou_coefficients(
+    dt_s: float, tau_s: np.ndarray | float, sigma: np.ndarray | float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decay and innovation scale of an Ornstein-Uhlenbeck step of ``dt_s``, see :func:`ou_step`."""
+    decay = np.exp(-dt_s / np.asarray(tau_s, dtype=np.float64))
+    return decay, np.sqrt(1.0 - decay * decay) * sigma
+
+
 def ou_step(
     state: np.ndarray,
     dt_s: float,
@@ -25,9 +33,18 @@ def ou_step(
     rng: np.random.Generator,
 ) -> None:
     """Advance an Ornstein-Uhlenbeck process (mean 0, stationary std ``sigma``) in place."""
-    decay = np.exp(-dt_s / np.asarray(tau_s, dtype=np.float64))
+    ou_advance(state, *ou_coefficients(dt_s, tau_s, sigma), rng)
+
+
+def ou_advance(
+    state: np.ndarray,
+    decay: np.ndarray | float,
+    kick: np.ndarray | float,
+    rng: np.random.Generator,
+) -> None:
+    """:func:`ou_step` with its coefficients computed beforehand (:func:`ou_coefficients`)."""
     state *= decay
-    state += np.sqrt(1.0 - decay * decay) * sigma * rng.standard_normal(state.shape[0])
+    state += kick * rng.standard_normal(state.shape[0])
 
 
 def uniform(rng: np.random.Generator, low: float, high: float, count: int) -> np.ndarray:

@@ -101,10 +101,13 @@ class MachineModel(ABC):
         self.state = self.operation.mode.copy()
         self._wear_gain = np.ones(count)  # how many times faster than nominal the part wears
         self._health_warning = np.zeros(count, dtype=bool)
-        alarms = [(row, s.alarm) for row, s in enumerate(self.SENSORS) if s.alarm is not None]
-        self._alarm_rows = np.array([row for row, _ in alarms], dtype=np.int64)
-        self._alarm_levels = np.array([[level] for _, level in alarms])
-        self._alarm_hits = np.zeros((len(alarms), count), dtype=bool)
+        # The rows from the first to the last sensor with an alarm level (a view, not a copy),
+        # and their levels: NaN for a sensor without one (no reading compares >= NaN).
+        rows = [row for row, sensor in enumerate(self.SENSORS) if sensor.alarm is not None]
+        self._alarm_rows = slice(rows[0], rows[-1] + 1) if rows else slice(0)
+        self._alarm_levels = np.array(
+            [[np.nan if s.alarm is None else s.alarm] for s in self.SENSORS[self._alarm_rows]]
+        )
         self._alarm_until_s = np.full(count, -np.inf)
         self._alarms_until_s = -np.inf  # the latest alarm hold of any instance
         self._health_version = 0  # counts changes of the health warnings
@@ -188,10 +191,9 @@ class MachineModel(ABC):
 
     def _reported_state(self, readings: np.ndarray) -> np.ndarray:
         """State codes of this step: alarm-level readings and low health mean 'warning'."""
-        hits = self._alarm_hits
-        np.greater_equal(readings[self._alarm_rows], self._alarm_levels, out=hits)
-        hit = hits.any(axis=0).nonzero()[0]
-        if hit.size:
+        hits = readings[self._alarm_rows] >= self._alarm_levels
+        if np.count_nonzero(hits):
+            hit = hits.any(axis=0).nonzero()[0]
             self._alarm_until_s[hit] = self.time_s + ALARM_HOLD_S
             self._alarms_until_s = self.time_s + ALARM_HOLD_S
         inputs = (self.operation.changes, self._health_version)

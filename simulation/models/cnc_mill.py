@@ -342,7 +342,7 @@ class CncMill(MachineModel):
         advance_s = running * dt_s
         self._segment_time_s += advance_s
         np.multiply(self._segment_load, running, out=self._cutting_load)
-        crossed = np.flatnonzero(self._segment_time_s >= self._segment_duration_s)
+        crossed = (self._segment_time_s >= self._segment_duration_s).nonzero()[0]
         if crossed.size:
             self._cross_segments(crossed, dt_s)
 

@@ -27,7 +27,14 @@ import numpy as np
 
 from simulation.health import Degradation
 from simulation.models.base import MachineModel, SensorSpec
-from simulation.signals import first_order_lag, lag_gain, ou_step, uniform
+from simulation.signals import (
+    first_order_lag,
+    lag_gain,
+    ou_advance,
+    ou_coefficients,
+    ou_step,
+    uniform,
+)
 from simulation.states import DutyCycle
 
 RING_SLOTS = 64  # items one belt can track at once; a power of two (ring index by bit mask)
@@ -231,6 +238,7 @@ class ConveyorBelt(MachineModel):
         self._gain_dt_s = -1.0
         self._bearing_gain = np.zeros(n)
         self._drive_gain = 0.0
+        self._speed_noise_ou: tuple[np.ndarray | float, ...] = (1.0, 0.0)  # decay, kick; per dt
 
     def _init_condition(self) -> None:
         """The bearing's wear clock and the factors that wear and faults set."""
@@ -288,12 +296,16 @@ class ConveyorBelt(MachineModel):
         np.maximum(factor, MIN_RATE_FACTOR, out=factor)
         np.multiply(factor, self.mean_arrival_rate_per_s, out=self.arrival_rate_per_s)
 
-    def _run_drive(self, dt_s: float) -> None:
-        """The drive ramps toward the setpoint while running and toward standstill otherwise."""
+    def _step_gains(self, dt_s: float) -> None:
+        """Lag gains and speed-noise coefficients for ``dt_s``; recomputed only when dt changes."""
         if dt_s != self._gain_dt_s:
             self._bearing_gain = lag_gain(dt_s, self.bearing_tau_s)
             self._drive_gain = float(lag_gain(dt_s, DRIVE_TAU_S))
+            self._speed_noise_ou = ou_coefficients(dt_s, SPEED_NOISE_TAU_S, 1.0)
             self._gain_dt_s = dt_s
+
+    def _run_drive(self) -> None:
+        """The drive ramps toward the setpoint while running and toward standstill otherwise."""
         first_order_lag(self.drive_ratio, self.operation.running, self._drive_gain)
         np.maximum(self.drive_ratio, DRIVE_FLOOR, out=self.drive_ratio)
 
@@ -387,7 +399,8 @@ class ConveyorBelt(MachineModel):
             self.arrival_clock[idx] = elapsed[idx] + self.rng.standard_exponential(idx.size)
         self.arrival_clock -= elapsed
         leaving = (self.head_exit_m <= travel_m).nonzero()[0]
-        self._release_items(leaving, travel_m[leaving])
+        if leaving.size:
+            self._release_items(leaving, travel_m[leaving])
         self.head_exit_m -= travel_m
 
     def _load_items(self, idx: np.ndarray, at_m: np.ndarray) -> None:
@@ -422,9 +435,10 @@ class ConveyorBelt(MachineModel):
 
     def _advance(self, dt_s: float) -> np.ndarray:
         rng = self.rng
+        self._step_gains(dt_s)
         self._drift_arrival_rate(dt_s)
-        ou_step(self.speed_noise, dt_s, SPEED_NOISE_TAU_S, 1.0, rng)
-        self._run_drive(dt_s)
+        ou_advance(self.speed_noise, *self._speed_noise_ou, rng)
+        self._run_drive()
         speed = self._belt_speed_mps()
         travel_m = speed * dt_s
         self._move_items(dt_s, travel_m)
