@@ -490,17 +490,13 @@ class CncMill(MachineModel):
 
     def _update_tool_temperature(self, sqrt_load: np.ndarray, dt_s: float) -> None:
         """Tool heats toward ``ambient + rise * sqrt(load)``; at no load it cools."""
-        target = self._tool_rise_c * sqrt_load
-        target += self.ambient_c
+        target = self._tool_rise_c * sqrt_load + self.ambient_c
         first_order_lag(self._tool_temperature_c, target, self._lag_gains(dt_s)[1])
 
     def _read_spindle_speed(self, out: np.ndarray) -> None:
         """Measured speed: spindle speed plus encoder jitter (uniform, std 0.05 % of the speed)."""
-        jitter = self.rng.random(self.count)
-        jitter -= 0.5
-        np.multiply(jitter, self._spindle_rpm, out=out)
-        out *= JITTER_SPAN
-        out += self._spindle_rpm
+        jitter = (self.rng.random(self.count) - 0.5) * self._spindle_rpm * JITTER_SPAN
+        np.add(jitter, self._spindle_rpm, out=out)
 
     def _read_vibration(self, sqrt_load: np.ndarray, out: np.ndarray) -> None:
         """RMS velocity: idle level (scales with speed) plus a cutting term, lognormal scatter.
@@ -537,9 +533,7 @@ class CncMill(MachineModel):
 
     def _advance(self, dt_s: float) -> np.ndarray:
         self._advance_path(dt_s)
-        usage = self._cutting_load * self._usage_per_load_s
-        usage *= dt_s
-        self.wear.usage_s += usage
+        self.wear.usage_s += self._cutting_load * self._usage_per_load_s * dt_s
         load = self._cutting_load * self._force_factor  # the load the tool's condition needs
         self._update_spindle(load, dt_s)
         sqrt_load = np.sqrt(load)  # heat and vibration grow sub-linearly with the load

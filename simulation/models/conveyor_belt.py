@@ -353,11 +353,8 @@ class ConveyorBelt(MachineModel):
 
     def _bearing_target_c(self) -> np.ndarray:
         """Equilibrium bearing temperature for the present motor load, speed and friction."""
-        target = self._rise_per_pct * self.motor_load_pct
-        target += self.ambient_c
-        friction = self._friction_rise_k * self.drive_ratio
-        target += friction
-        return target
+        heat = self._rise_per_pct * self.motor_load_pct + self.ambient_c
+        return heat + self._friction_rise_k * self.drive_ratio
 
     def _heat_bearing(self) -> None:
         first_order_lag(self.bearing_c, self._bearing_target_c(), self._bearing_gain)
@@ -369,8 +366,7 @@ class ConveyorBelt(MachineModel):
         out += self._vibration_mm_s
         out *= self.drive_ratio
         out += VIBRATION_FLOOR_MM_S
-        scatter = self.vibration_rng.random(self.count)
-        scatter *= 2.0 * VIBRATION_SCATTER
+        scatter = self.vibration_rng.random(self.count) * (2.0 * VIBRATION_SCATTER)
         scatter += 1.0 - VIBRATION_SCATTER
         out *= scatter
 
@@ -384,8 +380,7 @@ class ConveyorBelt(MachineModel):
         before the arrival (the order only matters when room is short).
         """
         # Unit-rate time that passes in this step; upstream feeds a belt as fast as it runs.
-        elapsed = self.arrival_rate_per_s * dt_s
-        elapsed *= self.drive_ratio
+        elapsed = self.arrival_rate_per_s * dt_s * self.drive_ratio
         idx = (self.arrival_clock < elapsed).nonzero()[0]
         for _ in range(MAX_ARRIVALS_PER_STEP):
             if idx.size == 0:

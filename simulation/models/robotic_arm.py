@@ -275,8 +275,7 @@ class RoboticArm(MachineModel):
 
     def _advance_motion(self, dt_s: float, phase_increment: np.ndarray) -> np.ndarray:
         """Move every running joint on by one step; set the step's load; return its stops."""
-        raw_phase = phase_increment * self.operation.running
-        raw_phase += self.phase
+        raw_phase = phase_increment * self.operation.running + self.phase
         if self._finishing:
             np.minimum(raw_phase, self._phase_limit, out=raw_phase)
             finished = (raw_phase >= self._phase_limit).nonzero()[0]
@@ -320,13 +319,17 @@ class RoboticArm(MachineModel):
         self._temperature_noise_k += coefficients.noise_kick_k * kick
 
     def _update_stop_spikes(self, stops: np.ndarray, decay: np.ndarray) -> None:
-        """Decay the spike, then add every stop crossed in the step, decayed to the step end."""
-        half_periods_since_stop = 2.0 * self.phase - self._half  # 0..1
-        last_stop_decay = np.exp(-half_periods_since_stop * self._half_period_over_spike_tau)
+        """Decay the spike, then add every stop crossed in the step, decayed to the step end.
+
+        A step in which no arm stops adds exactly 0 (``1 - ratio**0``): it skips the addition.
+        """
         self.stop_spike_state_mm_s *= decay
-        self.stop_spike_state_mm_s += (
-            self._spike_series_eff_mm_s * last_stop_decay * (1.0 - self._spike_ratio**stops)
-        )
+        if np.count_nonzero(stops):
+            half_periods_since_stop = 2.0 * self.phase - self._half  # 0..1
+            last_stop_decay = np.exp(-half_periods_since_stop * self._half_period_over_spike_tau)
+            self.stop_spike_state_mm_s += (
+                self._spike_series_eff_mm_s * last_stop_decay * (1.0 - self._spike_ratio**stops)
+            )
         np.maximum(self.stop_spike_state_mm_s, SPIKE_FLOOR_MM_S, out=self.stop_spike_state_mm_s)
 
     def _vibration_mm_s(self) -> np.ndarray:
@@ -360,9 +363,7 @@ class RoboticArm(MachineModel):
         )
         # Uniform innovations are about 5x cheaper than normal ones; the lagged temperature sums
         # many of them, and the vibration factor only needs to stay positive and spread.
-        innovations = self.rng.random((2, self.count))
-        innovations -= 0.5
-        innovations *= UNIT_UNIFORM_SCALE
+        innovations = (self.rng.random((2, self.count)) - 0.5) * UNIT_UNIFORM_SCALE
         self._update_temperature(coefficients, innovations[0])
         self._update_stop_spikes(stops, coefficients.spike_decay)
 
