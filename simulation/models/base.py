@@ -167,16 +167,21 @@ class MachineModel(ABC):
         self.health = self.wear.health()
         if self.wear.wear:
             self.rul_s = self.wear.remaining_s() / self._wear_gain
-        worn_out = ((self.health <= 0.0) & (self.operation.mode <= State.IDLE)).nonzero()[0]
+        worn_out = (self.health <= 0.0).nonzero()[0]
         if worn_out.size:
-            repair_s = self.time_s + self.repair_after_s if self.repair_after_s else np.inf
-            self.operation.fail(worn_out, repair_s)
-            self._stop_cycle(worn_out)
+            self._fail(worn_out[self.operation.mode[worn_out] <= State.IDLE])  # operating ones
         health_warning = self.health < HEALTH_WARNING
-        if not np.array_equal(health_warning, self._health_warning):
+        if np.count_nonzero(health_warning != self._health_warning):
             self._health_warning = health_warning
             self._health_version += 1
         self._update_factors(slice(None))
+
+    def _fail(self, idx: np.ndarray) -> None:
+        """Instances ``idx`` (running or idle) are worn out: they stop in the fault state."""
+        if idx.size:
+            repair_s = self.time_s + self.repair_after_s if self.repair_after_s else np.inf
+            self.operation.fail(idx, repair_s)
+            self._stop_cycle(idx)
 
     def _renewed(self, idx: np.ndarray) -> None:
         """Parts of ``idx`` were renewed during a step: their labels and factors, at once."""

@@ -363,7 +363,7 @@ class CncMill(MachineModel):
             duration_s, load = self._enter_segment(idx, segment)
             self._cutting_load[idx] += (load - old_load) * (excess_s / dt_s)
             inside = excess_s < duration_s
-            wrapped = np.flatnonzero(segment == 0)
+            wrapped = (segment == 0).nonzero()[0]
             if wrapped.size:
                 halted = wrapped[self._end_cycle(idx[wrapped])]
                 inside[halted] = True
