@@ -106,6 +106,7 @@ IDLE_PROBE_S = 1.5
 PIPE_SLACK_S = 15.0
 WINDOW_LEAD_S = 1.0  # the least time between announcing the window and its start
 BUSY_BACKGROUND_PCT = 20.0  # of one core: more than this before a run, and figures are suspect
+NOISY_OTHER_PCT = 40.0  # of one core: other work in the window above this makes a run noisy
 STALL_LEAD_S = 3.0  # window time before the stall begins
 STALL_TAIL_S = 5.0  # window time after it ends
 MAX_STALL_S = 600.0
@@ -167,6 +168,7 @@ class Options:
     client_nice: int
     json_path: Path | None
     wait_quiet_s: float = 0.0
+    retry_noisy: int = 0
     keep_logs: bool = False
     scenario: Scenario = field(default_factory=Scenario)
 
@@ -486,6 +488,7 @@ def server_figures(
         "ticks_over_100ms_window": slow_ticks,
         "encodes_per_tick": delta("dms_encodes_total") / ticks if ticks else None,
         "variants": metric(after, "dms_variants"),
+        "step_ms": 1e3 * metric(after, "dms_step_seconds"),
     }
     return figures
 
@@ -707,6 +710,28 @@ def run_one(run: Run, options: Options, log_dir: Path) -> dict[str, Any]:
         signal.signal(signal.SIGALRM, previous)
     row["server_log"] = log_summary(log_path)
     return row
+
+
+def run_quietest(run: Run, options: Options, log_dir: Path) -> dict[str, Any]:
+    """``run_one``, repeated (``--retry-noisy``) while other work crowded the window; the
+    quietest row, with the number of attempts."""
+    best: dict[str, Any] | None = None
+    for attempt in range(1 + options.retry_noisy):
+        row = run_one(run, options, log_dir)
+        add_costs(row)
+        row["attempts"] = attempt + 1
+        other = row.get("other_cpu_pct", math.inf)
+        if best is None or other < best.get("other_cpu_pct", math.inf):
+            best = row
+        if other <= NOISY_OTHER_PCT:
+            break
+        if attempt < options.retry_noisy:
+            print(
+                f"  noisy: other work took {other:.0f}% of a core in the window; again", flush=True
+            )
+    assert best is not None
+    best["attempts"] = row["attempts"]
+    return best
 
 
 def run_label(row: dict[str, Any]) -> str:
@@ -1317,6 +1342,7 @@ COST: tuple[Column, ...] = (
     ("other CPU%", "{:>10.0f}", "other_cpu_pct"),
     ("bg CPU%", "{:>7.0f}", "background_cpu_pct"),
     ("load", "{:>5.2f}", "load_1min"),
+    ("tries", "{:>5}", "attempts"),
 )
 PROBE: tuple[Column, ...] = (
     *FIRST,
@@ -1345,6 +1371,7 @@ SERVER: tuple[Column, ...] = (
     ("overrun win", "{:>11.0f}", "overruns_window"),
     ("dropped", "{:>8.0f}", "dropped_run"),
     ("slow", "{:>5.0f}", "slow_closes_run"),
+    ("step ms", "{:>7.1f}", "step_ms"),
     ("tick ms", "{:>7.1f}", "tick_mean_ms"),
     ("ms/1k", "{:>5.2f}", "tick_ms_per_1k"),
     ("late ms", "{:>7.1f}", "tick_late_mean_ms"),
@@ -1507,14 +1534,15 @@ clients, at the window's end - RSS idle) / connections; MB/min: RSS growth in th
 this process (the probe). srv wait%: time the server was runnable but waiting for a core
 (schedstat). other CPU%: the rest of the machine in the window (kernel network work not
 charged to a process, any other load); bg CPU%, load: the machine before the run. Rerun when
-they are high.
+they are high (--retry-noisy does; tries: the runs made, the quietest kept).
 probe: REST = GET /machines/{id}/data on keep-alive connections, from just before the request
 is sent to the kernel's receipt of the answer's last byte; hs = a new connection from just
 before connect() to the receipt of the 101 answer; 1st = to the receipt of its first frame.
 server (from /metrics): the longest GC pause per generation and pauses over 20 ms over the whole
 run ("run", ramp included) and in the window ("win <=": the longest in the window took at
-most this long, the bound of its histogram bucket); overrun = tick slots skipped; tick ms = mean
-step + publish + fan-out time of a tick in the window, ms/1k = per 1,000 subscribers; late ms =
+most this long, the bound of its histogram bucket); overrun = tick slots skipped; step ms =
+the simulation step of the window's last tick; tick ms = mean step + publish + fan-out time
+of a tick in the window, ms/1k = per 1,000 subscribers; late ms =
 mean lateness of a tick's start; enc/tick = snapshots encoded per tick; conns end = open
 WebSockets once the clients' churn and probe had gone, against the clients still open.
 stall: steady clients' delivery and p99 in the stalled run against the control run of the same
@@ -1720,6 +1748,14 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, str]:
         help="before each run, wait up to this long for other load on the machine to stop",
     )
     parser.add_argument(
+        "--retry-noisy",
+        type=int,
+        default=0,
+        metavar="N",
+        help=f"run again, up to N times, when other work took over {NOISY_OTHER_PCT:g}%% of a "
+        "core in the window; the quietest run is kept",
+    )
+    parser.add_argument(
         "--keep-logs", action="store_true", help="keep the servers' logs (kept anyway on errors)"
     )
     scenarios = parser.add_argument_group("scenarios")
@@ -1799,6 +1835,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, str]:
         client_nice=args.client_nice,
         json_path=args.json,
         wait_quiet_s=max(0.0, args.wait_quiet),
+        retry_noisy=max(0, args.retry_noisy),
         keep_logs=args.keep_logs,
         scenario=scenario,
     )
@@ -1826,9 +1863,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for run in plan_runs(targets, options):
         label = f" ({run.stall} stalling)" if run.stall else ""
         print(f"{run.target.name}, {run.size:,} subscribers{label} ...", flush=True)
-        row = run_one(run, options, log_dir)
-        add_costs(row)
-        rows.append(row)
+        rows.append(run_quietest(run, options, log_dir))
     add_stall_comparison(rows)
     print_report(rows)
     if options.keep_logs or any("error" in row for row in rows):

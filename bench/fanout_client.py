@@ -673,10 +673,19 @@ def summarise_stalled(
     return StallSummary(
         clients=len(stalled),
         at_stall_end=at_stall_end,
-        outcomes=Counter(subscriber.outcome for subscriber in stalled),
+        outcomes=Counter(_outcome(subscriber) for subscriber in stalled),
         frames=sum(_per_client_counts(stalled, seqs)),
         seq_gaps=sum(subscriber.seq_gaps for subscriber in stalled),
     )
+
+
+def _outcome(subscriber: Subscriber) -> str:
+    """How a stalled client ended: as it saw it, or, while it still reads a backlog the
+    server has closed behind, as TCP says ("closed by server", "reset")."""
+    if subscriber.outcome != "open":
+        return subscriber.outcome
+    state = subscriber.tcp_state()
+    return "open" if state == "established" else state
 
 
 async def client_cpu(start: float, end: float) -> float:
