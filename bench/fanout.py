@@ -322,8 +322,15 @@ def _proc_stat(pid: int) -> list[str]:
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of ``pid`` (every thread), from ``/proc/<pid>/stat``."""
+    return sum(user_system_seconds(pid))
+
+
+def user_system_seconds(pid: int) -> tuple[float, float]:
+    """(utime, stime) of ``pid`` (every thread): Python's work, and the kernel's (sends, and
+    on loopback the delivery to the reader, which is charged to the sender)."""
     fields = _proc_stat(pid)
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def run_queue_wait_s(pid: int) -> float:
@@ -873,6 +880,7 @@ class CpuSample:
     """CPU counters at one instant: the server's, this process's, and the whole machine's."""
 
     server_cpu_s: float
+    server_system_s: float
     server_wait_s: float
     bench_cpu_s: float
     machine: tuple[int, int]
@@ -880,7 +888,11 @@ class CpuSample:
     @classmethod
     def take(cls, pid: int) -> CpuSample:
         return cls(
-            cpu_seconds(pid), run_queue_wait_s(pid), time.process_time(), machine_cpu_jiffies()
+            cpu_seconds(pid),
+            user_system_seconds(pid)[1],
+            run_queue_wait_s(pid),
+            time.process_time(),
+            machine_cpu_jiffies(),
         )
 
 
@@ -937,6 +949,7 @@ async def observe(
     figures: dict[str, Any] = {
         "seqs": seqs,
         "server_cpu_s": ended.server_cpu_s - began.server_cpu_s,
+        "server_system_s": ended.server_system_s - began.server_system_s,
         "server_run_queue_wait_pct": 100.0 * (ended.server_wait_s - began.server_wait_s) / window_s,
         "bench_cpu_pct": 100.0 * (ended.bench_cpu_s - began.bench_cpu_s) / window_s,
         "machine_busy_pct": machine_busy_pct(began.machine, ended.machine),
@@ -1231,6 +1244,9 @@ def add_costs(row: dict[str, Any]) -> None:
     messages = row["messages"]
     row["server_cpu_pct"] = 100.0 * row["server_cpu_s"] / row["window_s"]
     row["server_us_per_msg"] = 1e6 * row["server_cpu_s"] / messages if messages else None
+    row["server_system_pct"] = (
+        100.0 * row["server_system_s"] / row["server_cpu_s"] if row["server_cpu_s"] else None
+    )
     row["other_cpu_pct"] = (
         row["machine_busy_pct"]
         - row["server_cpu_pct"]
@@ -1332,6 +1348,7 @@ COST: tuple[Column, ...] = (
     ("ramp skip", "{:>9}", "ramp_lost_ticks"),
     ("srv CPU%", "{:>8.0f}", "server_cpu_pct"),
     ("us/msg", "{:>7.2f}", "server_us_per_msg"),
+    ("sys%", "{:>4.0f}", "server_system_pct"),
     ("RSS idle MB", "{:>11.1f}", "rss_idle_mb"),
     ("RSS MB", "{:>7.1f}", "rss_loaded_mb"),
     ("KB/conn", "{:>7.1f}", "rss_per_conn_kb"),
@@ -1528,7 +1545,8 @@ costs when nobody waits behind a fan-out). The baseline's timestamps are taken a
 fan: receipt time - first receipt of the same seq by any client: how long one tick takes to
 reach everyone. tick gap max: the longest interval between first receipts of consecutive seqs.
 srv CPU%: server process CPU (user+sys, all threads) in the window, 100 = one core; us/msg:
-that CPU per delivered message (the probe's and churn's work included). KB/conn: (RSS with
+that CPU per delivered message (the probe's and churn's work included); sys%: the kernel's share
+of it (sends and, on loopback, the delivery to the reader). KB/conn: (RSS with
 clients, at the window's end - RSS idle) / connections; MB/min: RSS growth in the window
 (least squares over samples every 0.5 s). cli CPU%: all subscriber processes; bench CPU%:
 this process (the probe). srv wait%: time the server was runnable but waiting for a core
