@@ -454,6 +454,31 @@ def gc_worst_ms(before: Samples | None, after: Samples | None) -> float | None:
     return math.inf
 
 
+def gc_window_pauses(before: Samples | None, after: Samples | None) -> dict[str, int]:
+    """Pauses between two scrapes by generation and histogram bucket, e.g. ``"g2 <= 0.05"``."""
+    count, bucket = "dms_gc_pause_seconds_count", "dms_gc_pause_seconds_bucket"
+    pauses: dict[str, int] = {}
+    if before is None or after is None:
+        return pauses
+    bounds = sorted(
+        {dict(labels)["le"] for name, labels in after if name == bucket} - {"+Inf"}, key=float
+    )
+    for generation in "012":
+        below = 0.0
+        for bound in [*bounds, "+Inf"]:
+            upto = metric(after, bucket, generation=generation, le=bound) - metric(
+                before, bucket, generation=generation, le=bound
+            )
+            if bound == "+Inf":
+                upto = metric(after, count, generation=generation) - metric(
+                    before, count, generation=generation
+                )
+            if upto - below > 0:
+                pauses[f"g{generation} <= {bound}"] = round(upto - below)
+            below = upto
+    return pauses
+
+
 def gc_count(samples: Samples | None) -> float:
     return sum(
         metric(samples, "dms_gc_pause_seconds_count", generation=generation) for generation in "012"
@@ -481,6 +506,7 @@ def server_figures(
         "gc_pauses_window": gc_count(after) - gc_count(before),
         "gc_over_20ms_window": gc_over(after) - gc_over(before),
         "gc_window_worst_ms": gc_worst_ms(before, after),
+        "gc_window_pauses": gc_window_pauses(before, after),
         "gc_over_20ms_run": gc_over(final),
         "overruns_window": delta("dms_tick_overruns_total"),
         "overruns_run": metric(final, "dms_tick_overruns_total"),
@@ -1626,6 +1652,9 @@ def _row_remarks(row: dict[str, Any]) -> list[str]:
             f"streams the server closed, by code {row['server_closes']} "
             f"({row.get('server_closes_dropped', 0):,} frames dropped for them)"
         )
+    if row.get("gc_over_20ms_window"):
+        pauses = row["gc_window_pauses"]
+        remarks.append(f"GC pauses in the window, by generation and bound: {pauses}")
     for key in ("probe_rest_failures", "probe_ws_failures", "churn_failures"):
         if row.get(key):
             remarks.append(f"{key.replace('_', ' ')} {row[key]}")
