@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from simulation.models import SensorSpec
+from simulation.spec import SensorSpec
 
 
 def iso_timestamp(epoch_s: float) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 from simulation import Frame
 from simulation.faults import FaultRecord
-from simulation.states import STATE_NAMES
+from simulation.spec import STATE_NAMES
 
 LABEL_FIELDS = ("state", "health", "rul_s", "faults")
 

@@ -17,7 +17,7 @@ from server.labels import LABEL_FIELDS, fault_json
 from simulation import Fleet
 from simulation.errors import ControlError
 from simulation.faults import FaultRecord
-from simulation.states import COMMANDS, STATE_NAMES
+from simulation.spec import COMMANDS, STATE_NAMES, FaultRequest
 
 MAX_BODY_BYTES = 16 * 1024
 FAULT_KEYS = ("type", "severity", "onset", "duration_s", "sensor")
@@ -97,11 +97,13 @@ async def inject_fault(request: web.Request) -> web.Response:
         try:
             record = fleet.inject_fault(
                 machine_id,
-                body["type"],
-                body["severity"],
-                onset=body.get("onset", "step"),
-                duration_s=body.get("duration_s"),
-                sensor=body.get("sensor"),
+                FaultRequest(
+                    kind=body["type"],
+                    severity=body["severity"],
+                    onset=body.get("onset", "step"),
+                    duration_s=body.get("duration_s"),
+                    sensor=body.get("sensor"),
+                ),
             )
         except ControlError as error:
             return _refusal(error)

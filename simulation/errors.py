@@ -1,4 +1,4 @@
-"""The one error a fault or command request raises: what is wrong, and what would be valid."""
+"""The errors a fault or command request raises: what is wrong, and what would be valid."""
 
 from __future__ import annotations
 
@@ -16,3 +16,14 @@ class ControlError(ValueError):
         super().__init__(message)
         self.field = field
         self.valid = valid
+
+
+class UnknownMachineError(ControlError):
+    """A request names a machine the fleet does not have."""
+
+    def __init__(self, machine_id: str, fleet_size: int) -> None:
+        super().__init__(
+            f"unknown machine {machine_id!r}; the fleet has {fleet_size} machines",
+            field="machine_id",
+        )
+        self.machine_id = machine_id

@@ -17,27 +17,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from simulation.errors import ControlError
+from simulation.spec import ONSETS, SENSOR_FAULTS, FaultRequest, SensorSpec
 
-if TYPE_CHECKING:
-    from simulation.models.base import SensorSpec
-
-PHYSICAL_FAULTS = (
-    "overheating",
-    "bearing_defect",
-    "tool_wear",
-    "tool_breakage",
-    "belt_slip",
-    "spindle_imbalance",
-)
-SENSOR_FAULTS = ("stuck", "drift", "bias", "noise", "dropout")
-ONSETS = ("step", "ramp", "intermittent")
-STEP, RAMP, INTERMITTENT = range(3)
-INSTANT_FAULTS = frozenset({"tool_breakage"})  # happen at once: onset 'step' only
+STEP, RAMP, INTERMITTENT = range(3)  # indices into ONSETS
 
 RAMP_S = 600.0  # s, a ramp reaches the full severity after this long (or its duration)
 INTERMITTENT_PERIOD_S = (20.0, 120.0)
@@ -108,95 +94,106 @@ class FaultSet:
         return self.records[first:last]
 
 
-def check_request(
-    type_name: str,
-    physical: tuple[str, ...],
-    sensors: tuple[str, ...],
-    kind: object,
-    severity: object,
-    onset: object,
-    duration_s: object,
-    sensor: object,
-) -> None:
-    """Raise :class:`ControlError` saying what is wrong with a fault request, if anything."""
-    valid = physical + SENSOR_FAULTS
-    if kind not in valid:
-        problem = "does not apply to" if kind in PHYSICAL_FAULTS else "is not a fault type of"
-        raise ControlError(
-            f"fault type {kind!r} {problem} a {type_name}; valid types: {', '.join(valid)}",
-            field="kind",
-            valid=valid,
-        )
-    if (
-        isinstance(severity, bool)
-        or not isinstance(severity, int | float)
-        or not 0.0 <= severity <= 1.0
-    ):
-        raise ControlError(
-            f"severity must be a number from 0 to 1, got {severity!r}", field="severity"
-        )
-    if onset not in ONSETS:
-        raise ControlError(
-            f"unknown onset {onset!r}; valid onsets: {', '.join(ONSETS)}",
-            field="onset",
-            valid=ONSETS,
-        )
-    if kind in INSTANT_FAULTS and onset != "step":
-        raise ControlError(
-            f"a {kind} happens at once: its onset must be 'step', got {onset!r}",
-            field="onset",
-            valid=("step",),
-        )
-    if duration_s is not None and (
-        isinstance(duration_s, bool)
-        or not isinstance(duration_s, int | float)
-        or not 0.0 < duration_s < math.inf
-    ):
-        raise ControlError(
-            "duration_s must be a positive number of simulated seconds, or omitted for a fault "
-            f"that lasts until it is cleared; got {duration_s!r}",
-            field="duration_s",
-        )
-    if kind in SENSOR_FAULTS and sensor not in sensors:
-        what = "needs a target sensor" if sensor is None else f"names an unknown sensor {sensor!r}"
-        raise ControlError(
-            f"a {kind} fault {what}; valid sensors of a {type_name}: {', '.join(sensors)}",
-            field="sensor",
-            valid=sensors,
-        )
-    if kind in PHYSICAL_FAULTS and sensor is not None:
-        raise ControlError(
-            f"a {kind} fault acts on the machine, not on one sensor: omit 'sensor' "
-            f"(sensor faults: {', '.join(SENSOR_FAULTS)})",
-            field="sensor",
-        )
+@dataclass(frozen=True, slots=True)
+class FaultKinds:
+    """The faults one machine type takes: its physical kinds (those in ``instant`` happen at
+    once, so their onset is always ``step``) and the sensors a sensor fault can target."""
+
+    type_name: str
+    physical: tuple[str, ...]
+    instant: frozenset[str]
+    sensors: tuple[str, ...]
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        """Every kind: the physical ones, then the sensor ones."""
+        return self.physical + SENSOR_FAULTS
+
+    def check(self, request: FaultRequest) -> None:
+        """Raise :class:`ControlError` saying what is wrong with ``request``, if anything."""
+        kind, severity, onset = request.kind, request.severity, request.onset
+        duration_s, sensor = request.duration_s, request.sensor
+        valid = self.all
+        if kind not in valid:
+            raise ControlError(
+                f"fault type {kind!r} does not apply to a {self.type_name}; "
+                f"valid types: {', '.join(valid)}",
+                field="kind",
+                valid=valid,
+            )
+        if (
+            isinstance(severity, bool)
+            or not isinstance(severity, int | float)
+            or not 0.0 <= severity <= 1.0
+        ):
+            raise ControlError(
+                f"severity must be a number from 0 to 1, got {severity!r}", field="severity"
+            )
+        if onset not in ONSETS:
+            raise ControlError(
+                f"unknown onset {onset!r}; valid onsets: {', '.join(ONSETS)}",
+                field="onset",
+                valid=ONSETS,
+            )
+        if kind in self.instant and onset != "step":
+            raise ControlError(
+                f"a {kind} happens at once: its onset must be 'step', got {onset!r}",
+                field="onset",
+                valid=("step",),
+            )
+        if duration_s is not None and (
+            isinstance(duration_s, bool)
+            or not isinstance(duration_s, int | float)
+            or not 0.0 < duration_s < math.inf
+        ):
+            raise ControlError(
+                "duration_s must be a positive number of simulated seconds, or omitted for a "
+                f"fault that lasts until it is cleared; got {duration_s!r}",
+                field="duration_s",
+            )
+        if kind in SENSOR_FAULTS and sensor not in self.sensors:
+            what = (
+                "needs a target sensor" if sensor is None else f"names an unknown sensor {sensor!r}"
+            )
+            raise ControlError(
+                f"a {kind} fault {what}; valid sensors of a {self.type_name}: "
+                f"{', '.join(self.sensors)}",
+                field="sensor",
+                valid=self.sensors,
+            )
+        if kind in self.physical and sensor is not None:
+            raise ControlError(
+                f"a {kind} fault acts on the machine, not on one sensor: omit 'sensor' "
+                f"(sensor faults: {', '.join(SENSOR_FAULTS)})",
+                field="sensor",
+            )
 
 
 class FaultTable:
     """The active faults of one model: a small column table, intensities and records.
 
-    ``physical`` are the physical kinds that apply to the model; ``machine_id`` names an
-    instance for the records. ``rng`` draws the intermittent patterns, the noise of noise
+    ``kinds`` are the faults that apply to the model; ``machine_id`` names an instance for
+    the records. ``rng`` draws the intermittent patterns, the noise of noise
     bursts, dropouts and spontaneous faults (the model's event stream, not its physics stream).
     """
 
     def __init__(
         self,
-        type_name: str,
-        physical: tuple[str, ...],
+        kinds: FaultKinds,
         sensors: tuple[SensorSpec, ...],
         count: int,
         rng: np.random.Generator,
         machine_id: Callable[[int], str],
     ) -> None:
-        self.type_name = type_name
-        self.physical = physical
-        self.kinds = self.kinds_for(physical)
+        self.type_name = kinds.type_name
+        self.physical = kinds.physical
+        self.instant = kinds.instant
+        self.kinds = kinds.all
         self.sensor_names = tuple(sensor.name for sensor in sensors)
         self.count = count
         self.rng = rng
         self.machine_id = machine_id
-        self.intensity = np.zeros((len(physical), count))
+        self.intensity = np.zeros((len(self.physical), count))
         self._span = np.array([sensor.typical_max - sensor.typical_min for sensor in sensors])
         self._integer = np.array([sensor.integer for sensor in sensors])
         self._rows = np.empty(0, dtype=_COLUMNS)
@@ -212,11 +209,6 @@ class FaultTable:
 
     def __len__(self) -> int:
         return len(self._records)
-
-    @staticmethod
-    def kinds_for(physical: tuple[str, ...]) -> tuple[str, ...]:
-        """All fault kinds of a type with these physical kinds: physical first, then sensor."""
-        return physical + SENSOR_FAULTS
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -237,17 +229,15 @@ class FaultTable:
     def add(
         self,
         instance: int,
-        kind: str,
-        severity: float,
-        onset: str,
-        duration_s: float | None,
-        sensor: str | None,
+        request: FaultRequest,
         *,
         now_s: float,
         origin: str,
         last_readings: np.ndarray | None,
     ) -> FaultRecord:
-        """Add a checked fault (see :func:`check_request`) that starts at ``now_s``."""
+        """Add a checked fault (see :meth:`FaultKinds.check`) that starts at ``now_s``."""
+        kind, severity, onset = request.kind, request.severity, request.onset
+        duration_s, sensor = request.duration_s, request.sensor
         shape = ONSETS.index(onset)
         row = -1 if sensor is None else self.sensor_names.index(sensor)
         period_s, duty = 0.0, 0.0
@@ -312,18 +302,15 @@ class FaultTable:
         if now_s >= self._next_end_s:
             self._drop(self._rows["end_s"] <= now_s)
 
-    def draw_spontaneous(
-        self, rate_per_h: float, dt_s: float
-    ) -> list[tuple[int, str, float, str, float | None, str | None]]:
-        """Faults that occur by chance in a step, as (instance, kind, severity, onset, duration,
-        sensor) requests.
+    def draw_spontaneous(self, rate_per_h: float, dt_s: float) -> list[tuple[int, FaultRequest]]:
+        """Faults that occur by chance in a step, as ``(instance, request)`` pairs.
 
         Each instance fails at ``rate_per_h`` per simulated hour (a Poisson process); half the
         faults are physical (where the type has physical kinds), half are sensor faults that
         clear by themselves after 5 to 60 minutes. Physical faults last until maintained.
         """
         rng = self.rng
-        drawn = []
+        drawn: list[tuple[int, FaultRequest]] = []
         for _ in range(rng.poisson(rate_per_h * self.count * dt_s / 3600.0)):
             instance = int(rng.integers(self.count))
             physical = bool(self.physical) and rng.random() < SPONTANEOUS_PHYSICAL_SHARE
@@ -331,13 +318,16 @@ class FaultTable:
             kind = kinds[int(rng.integers(len(kinds)))]
             severity = round(float(rng.uniform(*SPONTANEOUS_SEVERITY)), 3)
             onset = ONSETS[int(rng.choice(len(ONSETS), p=SPONTANEOUS_ONSET_P))]
-            if kind in INSTANT_FAULTS:
+            if kind in self.instant:
                 onset = "step"
             duration_s, sensor = None, None
             if not physical:
                 duration_s = round(float(rng.uniform(*SPONTANEOUS_SENSOR_FAULT_S)))
                 sensor = self.sensor_names[int(rng.integers(len(self.sensor_names)))]
-            drawn.append((instance, kind, severity, onset, duration_s, sensor))
+            request = FaultRequest(
+                kind=kind, severity=severity, onset=onset, duration_s=duration_s, sensor=sensor
+            )
+            drawn.append((instance, request))
         return drawn
 
     # -- effects -----------------------------------------------------------------------------

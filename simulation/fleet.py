@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulation.errors import ControlError
+from simulation.errors import UnknownMachineError
 from simulation.faults import FaultRecord, FaultSet
 from simulation.fleet_spec import FleetSpec, default_fleet
-from simulation.models import MODEL_TYPES, MachineModel, SensorSpec
+from simulation.models import MODEL_TYPES, MachineModel
+from simulation.spec import FaultRequest, SensorSpec
 
 DEFAULT_REPAIR_AFTER_S = 1800.0  # s of simulated time in fault before the crew maintains
 
@@ -26,15 +27,15 @@ DEFAULT_REPAIR_AFTER_S = 1800.0  # s of simulated time in fault before the crew 
 class Frame:
     """Every machine's readings and ground-truth labels after one step; never mutated once built.
 
-    Slot ``k`` of each tuple belongs to ``Fleet.models[k]``; a machine is column ``row`` of its
-    slot (``Fleet.placement[machine_id] == (k, row)``):
+    Slot ``k`` of each tuple belongs to ``Fleet.models[k]``; a machine is column ``column`` of
+    its slot (``Fleet.placement[machine_id] == (k, column)``; the model calls it an instance):
 
     - ``values[k]``: telemetry ``(sensors, count)`` float64, in ``SENSORS`` order; NaN where
       a sensor dropped out (a dropout fault).
     - ``state[k]``: int8 codes of :class:`~simulation.states.State` (``STATE_NAMES[code]``).
     - ``health[k]``: float64 0..1, the hidden health (1 new, 0 failed).
     - ``rul_s[k]``: float64, remaining useful life in running seconds; NaN where undefined.
-    - ``faults[k]``: the active faults, ``faults[k].of(row)`` those of one machine.
+    - ``faults[k]``: the active faults, ``faults[k].of(column)`` those of one machine.
 
     Everything but ``values`` is ground truth a model under test must not see as input
     (``docs/labels.md``). Label arrays may be shared between frames: they are never changed.
@@ -43,10 +44,10 @@ class Frame:
     seq: int
     time_s: float
     values: tuple[np.ndarray, ...]
-    state: tuple[np.ndarray, ...] = ()
-    health: tuple[np.ndarray, ...] = ()
-    rul_s: tuple[np.ndarray, ...] = ()
-    faults: tuple[FaultSet, ...] = ()
+    state: tuple[np.ndarray, ...]
+    health: tuple[np.ndarray, ...]
+    rul_s: tuple[np.ndarray, ...]
+    faults: tuple[FaultSet, ...]
 
 
 class Fleet:
@@ -145,38 +146,24 @@ class Fleet:
 
     # -- control (between steps) -------------------------------------------------------------
 
-    def inject_fault(
-        self,
-        machine_id: str,
-        kind: str,
-        severity: float,
-        *,
-        onset: str = "step",
-        duration_s: float | None = None,
-        sensor: str | None = None,
-    ) -> FaultRecord:
+    def inject_fault(self, machine_id: str, request: FaultRequest) -> FaultRecord:
         """Start a fault now (it acts from the next step) and return its record.
 
-        ``kind``: one of :meth:`fault_kinds`; ``severity``: 0..1; ``onset``: ``step``,
-        ``ramp`` or ``intermittent``; ``duration_s``: simulated seconds, None for a fault that
-        lasts until cleared (or, for a physical one, until maintained); ``sensor``: the target
-        of a sensor fault (``stuck``, ``drift``, ``bias``, ``noise``, ``dropout``), None for a
-        physical one.
+        ``request.kind`` is one of :meth:`fault_kinds`; a sensor fault (``stuck``, ``drift``,
+        ``bias``, ``noise``, ``dropout``) names its target ``sensor``, a physical one none.
         """
-        model, row = self._locate(machine_id)
-        return model.inject_fault(
-            row, kind, severity, onset=onset, duration_s=duration_s, sensor=sensor
-        )
+        model, column = self._locate(machine_id)
+        return model.inject_fault(column, request)
 
     def clear_fault(self, machine_id: str, fault_id: str) -> FaultRecord:
         """End one of the machine's active faults; return its record."""
-        model, row = self._locate(machine_id)
-        return model.clear_fault(row, fault_id)
+        model, column = self._locate(machine_id)
+        return model.clear_fault(column, fault_id)
 
     def active_faults(self, machine_id: str) -> tuple[FaultRecord, ...]:
         """The machine's active faults, oldest first."""
-        model, row = self._locate(machine_id)
-        return model.faults.of(row)
+        model, column = self._locate(machine_id)
+        return model.faults.of(column)
 
     def command(self, machine_id: str, name: str) -> str:
         """Send ``start``, ``stop``, ``maintain`` or ``reset``; return the machine's new mode.
@@ -186,26 +173,22 @@ class Fleet:
         physical faults, stop for a while, then run again (or stay idle after a ``stop``).
         ``reset``: clear the fault state and all faults (refused while health is 0).
         """
-        model, row = self._locate(machine_id)
-        return model.command(row, name).name.lower()
+        model, column = self._locate(machine_id)
+        return model.command(column, name).name.lower()
 
     def auto_repairs(self, machine_id: str | None = None) -> int:
         """Automatic repairs so far: of one machine, or of the whole fleet (``None``)."""
         if machine_id is None:
             return sum(int(model.auto_repairs.sum()) for model in self.models)
-        model, row = self._locate(machine_id)
-        return int(model.auto_repairs[row])
+        model, column = self._locate(machine_id)
+        return int(model.auto_repairs[column])
 
     def _locate(self, machine_id: str) -> tuple[MachineModel, int]:
         place = self.placement.get(machine_id)
         if place is None:
-            raise ControlError(
-                f"unknown machine {machine_id!r}; the fleet has {self.size} machines "
-                "(GET /machines lists them)",
-                field="machine_id",
-            )
-        slot, row = place
-        return self.models[slot], row
+            raise UnknownMachineError(machine_id, self.size)
+        slot, column = place
+        return self.models[slot], column
 
 
 def _type_rng(seed: int, type_name: str) -> np.random.Generator:

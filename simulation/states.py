@@ -15,37 +15,13 @@ A machine in fault may have a repair due (a maintenance crew arriving at a given
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import IntEnum
-
 import numpy as np
 
 from simulation.errors import ControlError
+from simulation.spec import DutyCycle, State
 
-
-class State(IntEnum):
-    """State codes of the ``state`` label (an int8 per machine)."""
-
-    RUNNING = 0
-    IDLE = 1
-    WARNING = 2
-    FAULT = 3
-    MAINTENANCE = 4
-
-
-STATE_NAMES: tuple[str, ...] = tuple(state.name.lower() for state in State)
-COMMANDS: tuple[str, ...] = ("start", "stop", "maintain", "reset")
 _RUNNING, _IDLE, _WARNING, _FAULT, _MAINTENANCE = (np.int8(state) for state in State)
 _NONE = np.empty(0, dtype=np.intp)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DutyCycle:
-    """Ranges in seconds from which run periods, idle gaps and maintenance times are drawn."""
-
-    run_s: tuple[float, float]
-    idle_s: tuple[float, float]
-    maintenance_s: tuple[float, float]
 
 
 class Operation:

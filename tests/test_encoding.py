@@ -9,7 +9,7 @@ import struct
 import numpy as np
 
 from server.encoding import SnapshotTemplate, websocket_text_frame
-from simulation.models.base import SensorSpec
+from simulation.spec import SensorSpec
 
 SENSORS = (
     SensorSpec(name="speed", unit="m/s", description="", typical_min=0, typical_max=3, decimals=3),

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from simulation import ControlError, Fleet, FleetSpec, MachineSpec
-from simulation.faults import BIAS_SPAN, DRIFT_SPAN_PER_H, NOISE_SPAN, RAMP_S, SENSOR_FAULTS
+from simulation.faults import BIAS_SPAN, DRIFT_SPAN_PER_H, NOISE_SPAN, RAMP_S
 from simulation.models import MODEL_TYPES, MachineModel
 from simulation.models.cnc_mill import IMBALANCE_VIBRATION_MM_S, CncMill
 from simulation.models.conveyor_belt import DEFECT_VIBRATION_MM_S, ConveyorBelt
 from simulation.models.robotic_arm import RoboticArm
+from simulation.spec import SENSOR_FAULTS, FaultRequest
 
 SEED = 20261130
 
@@ -37,7 +38,7 @@ def span(model: MachineModel, row: int) -> float:
 def test_a_stuck_sensor_repeats_its_last_value_until_cleared() -> None:
     arm = RoboticArm(10, np.random.default_rng(SEED), steady=True)
     before = run(arm, 0.1, 50)[-1]
-    record = arm.inject_fault(3, "stuck", 0.5, sensor="joint_1_angle")
+    record = arm.inject_fault(3, FaultRequest(kind="stuck", severity=0.5, sensor="joint_1_angle"))
     stuck = run(arm, 0.1, 100)
     assert np.all(stuck[:, 0, 3] == before[0, 3])
     assert np.unique(stuck[:, 0, 4]).size > 50  # the others still move
@@ -49,8 +50,8 @@ def test_a_stuck_sensor_repeats_its_last_value_until_cleared() -> None:
 def test_a_dropout_gives_nan_and_only_there() -> None:
     belt = ConveyorBelt(10, np.random.default_rng(SEED), steady=True)
     belt.step(0.1)
-    belt.inject_fault(2, "dropout", 1.0, sensor="bearing_temperature")
-    belt.inject_fault(5, "dropout", 0.5, sensor="motor_load")
+    belt.inject_fault(2, FaultRequest(kind="dropout", severity=1.0, sensor="bearing_temperature"))
+    belt.inject_fault(5, FaultRequest(kind="dropout", severity=0.5, sensor="motor_load"))
     readings = run(belt, 0.1, 2000)
     assert np.isnan(readings[:, 2, 2]).all()
     share = np.isnan(readings[:, 1, 5]).mean()
@@ -63,7 +64,9 @@ def test_a_dropout_gives_nan_and_only_there() -> None:
 @pytest.mark.parametrize("onset", ["step", "ramp"])
 def test_a_bias_adds_a_constant_share_of_the_span(onset: str) -> None:
     faulty, clean = twins(CncMill)
-    faulty.inject_fault(7, "bias", 0.4, onset=onset, sensor="tool_temperature")
+    faulty.inject_fault(
+        7, FaultRequest(kind="bias", severity=0.4, onset=onset, sensor="tool_temperature")
+    )
     dt_s = 1.0
     offset = run(faulty, dt_s, 900)[:, 1, 7] - run(clean, dt_s, 900)[:, 1, 7]
     full = BIAS_SPAN * span(faulty, 1) * 0.4
@@ -74,7 +77,9 @@ def test_a_bias_adds_a_constant_share_of_the_span(onset: str) -> None:
 
 def test_a_drift_grows_linearly_and_a_duration_ends_it() -> None:
     faulty, clean = twins(ConveyorBelt)
-    faulty.inject_fault(4, "drift", 1.0, duration_s=1800.0, sensor="bearing_temperature")
+    faulty.inject_fault(
+        4, FaultRequest(kind="drift", severity=1.0, duration_s=1800.0, sensor="bearing_temperature")
+    )
     dt_s = 10.0
     offset = run(faulty, dt_s, 360)[:, 2, 4] - run(clean, dt_s, 360)[:, 2, 4]
     elapsed_h = dt_s * np.arange(1, 361) / 3600.0
@@ -85,7 +90,7 @@ def test_a_drift_grows_linearly_and_a_duration_ends_it() -> None:
 
 def test_a_noise_burst_adds_noise_of_the_stated_size() -> None:
     faulty, clean = twins(RoboticArm)
-    faulty.inject_fault(1, "noise", 0.5, sensor="power_consumption")
+    faulty.inject_fault(1, FaultRequest(kind="noise", severity=0.5, sensor="power_consumption"))
     difference = run(faulty, 0.1, 4000)[:, 3] - run(clean, 0.1, 4000)[:, 3]
     expected_std = NOISE_SPAN * span(faulty, 3) * 0.5
     assert np.std(difference[:, 1]) == pytest.approx(expected_std, rel=0.05)
@@ -95,7 +100,9 @@ def test_a_noise_burst_adds_noise_of_the_stated_size() -> None:
 
 def test_an_intermittent_fault_comes_and_goes() -> None:
     faulty, clean = twins(RoboticArm)
-    faulty.inject_fault(0, "bias", 1.0, onset="intermittent", sensor="vibration_level")
+    faulty.inject_fault(
+        0, FaultRequest(kind="bias", severity=1.0, onset="intermittent", sensor="vibration_level")
+    )
     offset = run(faulty, 1.0, 3600)[:, 2, 0] - run(clean, 1.0, 3600)[:, 2, 0]
     on = offset > 0.0
     np.testing.assert_allclose(offset[on], BIAS_SPAN * span(faulty, 2))
@@ -105,7 +112,7 @@ def test_an_intermittent_fault_comes_and_goes() -> None:
 
 def test_an_integer_sensor_stays_integer_under_bias() -> None:
     belt = ConveyorBelt(5, np.random.default_rng(SEED), steady=True)
-    belt.inject_fault(0, "bias", 0.3, sensor="items_processed")
+    belt.inject_fault(0, FaultRequest(kind="bias", severity=0.3, sensor="items_processed"))
     readings = run(belt, 1.0, 100)[:, 3]
     assert np.array_equal(readings, np.round(readings))
 
@@ -121,7 +128,7 @@ def test_a_bearing_defect_drives_bearing_temperature_past_its_alarm_within_25_mi
     healthy = run(belt, 10.0, 360)[:, 2]  # an hour from cold: a healthy bearing stays cool
     assert healthy.max() < belt.SENSORS[2].warning
     for instance in range(belt.count):
-        belt.inject_fault(instance, "bearing_defect", 1.0)
+        belt.inject_fault(instance, FaultRequest(kind="bearing_defect", severity=1.0))
     hot = run(belt, 10.0, 150)[:, 2]
     assert np.all(hot.max(axis=0) >= alarm)
     first = np.argmax(hot >= alarm, axis=0)
@@ -136,7 +143,9 @@ def test_a_bearing_defect_raises_the_bearing_vibration_at_once() -> None:
     run(clean, 1.0, 60)
     severity = np.linspace(0.1, 1.0, faulty.count)
     for instance in range(faulty.count):
-        faulty.inject_fault(instance, "bearing_defect", float(severity[instance]))
+        faulty.inject_fault(
+            instance, FaultRequest(kind="bearing_defect", severity=float(severity[instance]))
+        )
     alarm = faulty.SENSORS[4].alarm
     assert alarm is not None
     first = faulty.step(1.0)
@@ -158,14 +167,14 @@ def test_a_bearing_defect_shortens_the_remaining_life() -> None:
     belt = ConveyorBelt(50, np.random.default_rng(SEED))
     belt.step(1.0)
     before = belt.rul_s.copy()
-    belt.inject_fault(3, "bearing_defect", 0.5)
+    belt.inject_fault(3, FaultRequest(kind="bearing_defect", severity=0.5))
     assert belt.rul_s[3] == pytest.approx(before[3] / 3.0, rel=1e-3)  # wears 1 + 4 * 0.5 times
     assert np.array_equal(np.delete(belt.rul_s, 3), np.delete(before, 3))
 
 
 def test_spindle_imbalance_adds_vibration_growing_with_speed_squared() -> None:
     faulty, clean = twins(CncMill)
-    faulty.inject_fault(2, "spindle_imbalance", 0.5)
+    faulty.inject_fault(2, FaultRequest(kind="spindle_imbalance", severity=0.5))
     added = (run(faulty, 0.1, 3000)[:, 5, 2] - run(clean, 0.1, 3000)[:, 5, 2]).mean()
     # The reading's lognormal scatter (mean exp(0.15^2 / 2)) multiplies the whole level.
     scatter_mean = np.exp(0.15**2 / 2)
@@ -180,7 +189,7 @@ def test_spindle_imbalance_adds_vibration_growing_with_speed_squared() -> None:
 def test_overheating_raises_the_core_temperature_through_the_thermal_lag() -> None:
     faulty, clean = twins(RoboticArm, 50)
     for instance in range(faulty.count):
-        faulty.inject_fault(instance, "overheating", 1.0)
+        faulty.inject_fault(instance, FaultRequest(kind="overheating", severity=1.0))
     hot = run(faulty, 10.0, 6 * 360)[-60:, 1].mean(axis=0)  # after 6 h, > 9 time constants
     cool = run(clean, 10.0, 6 * 360)[-60:, 1].mean(axis=0)
     np.testing.assert_allclose(hot - faulty.ambient_c, 2.5 * (cool - clean.ambient_c), rtol=0.03)
@@ -191,7 +200,7 @@ def test_belt_slip_slows_the_belt_even_when_empty() -> None:
     for belt in (faulty, clean):
         belt.mean_arrival_rate_per_s[:] = 0.0
         belt.arrival_rate_per_s[:] = 0.0
-    faulty.inject_fault(6, "belt_slip", 1.0)
+    faulty.inject_fault(6, FaultRequest(kind="belt_slip", severity=1.0))
     ratio = run(faulty, 0.5, 600)[:, 0, 6].mean() / run(clean, 0.5, 600)[:, 0, 6].mean()
     assert ratio == pytest.approx(1.0 - 0.08, abs=0.005)
 
@@ -200,9 +209,9 @@ def test_a_tool_breakage_takes_tool_life_and_a_full_one_fails_the_mill() -> None
     mill = CncMill(5, np.random.default_rng(SEED))
     mill.step(0.1)
     rul = mill.rul_s.copy()
-    mill.inject_fault(0, "tool_breakage", 0.5)
+    mill.inject_fault(0, FaultRequest(kind="tool_breakage", severity=0.5))
     assert mill.rul_s[0] == pytest.approx(rul[0] / 2, rel=0.01)
-    mill.inject_fault(1, "tool_breakage", 1.0)
+    mill.inject_fault(1, FaultRequest(kind="tool_breakage", severity=1.0))
     assert mill.health[1] == 0.0
     assert mill.operation.mode[1] == 3  # fault
     mill.step(0.1)
@@ -216,9 +225,15 @@ def test_labels_carry_what_was_injected() -> None:
     fleet = Fleet(seed=SEED, dt_s=0.1)
     for _ in range(10):
         fleet.step()
-    record = fleet.inject_fault("cnc_01", "bearing_defect", 0.7, onset="ramp", duration_s=600.0)
-    sensor = fleet.inject_fault("cnc_01", "drift", 0.2, sensor="tool_temperature")
-    other = fleet.inject_fault("robot_01", "stuck", 1.0, sensor="vibration_level")
+    record = fleet.inject_fault(
+        "cnc_01", FaultRequest(kind="bearing_defect", severity=0.7, onset="ramp", duration_s=600.0)
+    )
+    sensor = fleet.inject_fault(
+        "cnc_01", FaultRequest(kind="drift", severity=0.2, sensor="tool_temperature")
+    )
+    other = fleet.inject_fault(
+        "robot_01", FaultRequest(kind="stuck", severity=1.0, sensor="vibration_level")
+    )
     assert (record.fault_id, sensor.fault_id, other.fault_id) == (
         "cnc_mill-1",
         "cnc_mill-2",
@@ -251,7 +266,10 @@ def test_labels_carry_what_was_injected() -> None:
 
 def test_a_fault_ends_by_itself_after_its_duration() -> None:
     fleet = Fleet(seed=SEED, dt_s=1.0)
-    fleet.inject_fault("robot_01", "bias", 0.1, duration_s=30.0, sensor="power_consumption")
+    fleet.inject_fault(
+        "robot_01",
+        FaultRequest(kind="bias", severity=0.1, duration_s=30.0, sensor="power_consumption"),
+    )
     frames = [fleet.step() for _ in range(31)]
     slot, row = fleet.placement["robot_01"]
     assert [len(frame.faults[slot].of(row)) for frame in frames] == [1] * 29 + [0, 0]
@@ -334,7 +352,7 @@ def test_every_bad_fault_request_says_what_is_wrong_and_what_is_valid(
 ) -> None:
     fleet = Fleet(seed=SEED, dt_s=0.1)
     with pytest.raises(ControlError) as caught:
-        fleet.inject_fault(machine_id, **request_)  # type: ignore[arg-type]
+        fleet.inject_fault(machine_id, FaultRequest(**request_))  # type: ignore[arg-type]
     error = caught.value
     assert isinstance(error, ValueError)
     assert error.field == field
@@ -367,7 +385,7 @@ def test_valid_fault_kinds_per_machine_type() -> None:
 
 def test_clearing_an_unknown_fault_lists_the_active_ones() -> None:
     fleet = Fleet(seed=SEED, dt_s=0.1)
-    record = fleet.inject_fault("cnc_01", "overheating", 0.3)
+    record = fleet.inject_fault("cnc_01", FaultRequest(kind="overheating", severity=0.3))
     with pytest.raises(ControlError, match="cnc_mill-1") as caught:
         fleet.clear_fault("cnc_01", "cnc_mill-7")
     assert caught.value.field == "fault_id"

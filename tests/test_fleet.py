@@ -8,6 +8,7 @@ import pytest
 from simulation import DEFAULT_REPAIR_AFTER_S, Fleet, FleetSpec, Frame, MachineSpec, State
 from simulation.fleet_spec import default_fleet
 from simulation.models import MODEL_TYPES
+from simulation.spec import FaultRequest
 
 
 def group(machine_type: str, count: int) -> tuple[MachineSpec, ...]:
@@ -89,7 +90,7 @@ def test_labels_in_a_frame_are_not_changed_later() -> None:
     ]
     faults = frame.faults
     fleet.command("cnc_01", "maintain")
-    fleet.inject_fault("robot_01", "overheating", 1.0)
+    fleet.inject_fault("robot_01", FaultRequest(kind="overheating", severity=1.0))
     fleet.command("conveyor_01", "stop")
     run(fleet, 360)
     for before, after in zip(
@@ -159,9 +160,11 @@ RUNNING, IDLE, WARNING, FAULT, MAINTENANCE = (int(state) for state in State)
 def break_down(fleet: Fleet) -> dict[str, float]:
     """Fail four machines: a full tool breakage at once, three by wear at the next step's
     health refresh; return their failure times."""
-    fleet.inject_fault("conveyor_belt_0", "belt_slip", 0.5)
-    fleet.inject_fault("conveyor_belt_0", "bias", 0.2, sensor="motor_load")
-    fleet.inject_fault("cnc_mill_0", "tool_breakage", 1.0)
+    fleet.inject_fault("conveyor_belt_0", FaultRequest(kind="belt_slip", severity=0.5))
+    fleet.inject_fault(
+        "conveyor_belt_0", FaultRequest(kind="bias", severity=0.2, sensor="motor_load")
+    )
+    fleet.inject_fault("cnc_mill_0", FaultRequest(kind="tool_breakage", severity=1.0))
     for machine_id in ("conveyor_belt_0", "robotic_arm_1", "robotic_arm_0"):
         slot, row = fleet.placement[machine_id]
         model = fleet.models[slot]

@@ -68,7 +68,9 @@ SCRIPT: dict[int, list[tuple[str, str, object]]] = {
         (
             "cnc_01",
             "fault",
-            FaultRequest(kind="noise", severity=0.5, sensor="vibration_spindle", onset="intermittent"),
+            FaultRequest(
+                kind="noise", severity=0.5, sensor="vibration_spindle", onset="intermittent"
+            ),
         ),
         (
             "conveyor_01",

@@ -12,6 +12,7 @@ from simulation.models.base import HEALTH_WARNING
 from simulation.models.cnc_mill import TAYLOR_N, TOOL_CHANGE_AT, CncMill
 from simulation.models.conveyor_belt import WEAR_VIBRATION_MM_S, ConveyorBelt
 from simulation.models.robotic_arm import RoboticArm
+from simulation.spec import FaultRequest
 
 SEED = 20261130
 RUNNING, IDLE, WARNING, FAULT, MAINTENANCE = (int(state) for state in State)
@@ -223,7 +224,7 @@ def test_health_runs_out_into_the_fault_state_until_maintained(
         model._tool_change_at_s[:] = np.inf
     kind, severity, gain = ACCELERATED[model_type]
     for instance in range(model.count):
-        model.inject_fault(instance, kind, severity)
+        model.inject_fault(instance, FaultRequest(kind=kind, severity=severity))
     rul_s = model.rul_s.copy()
     np.testing.assert_allclose(rul_s, model.wear.remaining_s() / gain)
     dt_s = 10.0
@@ -280,7 +281,7 @@ def test_reset_is_refused_for_a_worn_out_machine() -> None:
     assert caught.value.field == "state"  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="reset"):
         belt.command(1, "start")
-    belt.inject_fault(2, "belt_slip", 0.5)
-    belt.inject_fault(2, "bias", 0.5, sensor="motor_load")
+    belt.inject_fault(2, FaultRequest(kind="belt_slip", severity=0.5))
+    belt.inject_fault(2, FaultRequest(kind="bias", severity=0.5, sensor="motor_load"))
     belt.command(2, "reset")
     assert belt.faults.of(2) == ()

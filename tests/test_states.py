@@ -11,6 +11,7 @@ from simulation.models.base import ALARM_HOLD_S
 from simulation.models.cnc_mill import CncMill, Move
 from simulation.models.conveyor_belt import ConveyorBelt
 from simulation.models.robotic_arm import SPIKE_FLOOR_MM_S, RoboticArm
+from simulation.spec import FaultRequest
 
 SEED = 20261130
 RUNNING, IDLE, WARNING, FAULT, MAINTENANCE = (int(state) for state in State)
@@ -170,7 +171,7 @@ def test_an_alarm_level_reading_means_warning_for_a_few_seconds() -> None:
     assert healthy[:, 1].max() < alarm
     assert np.all(states == RUNNING)
     for instance in range(mill.count):
-        mill.inject_fault(instance, "overheating", 1.0)
+        mill.inject_fault(instance, FaultRequest(kind="overheating", severity=1.0))
     readings, states = record(mill, 0.5, 1200)
     over = readings[:, 1] >= alarm
     assert 0 < over.any(axis=0).sum() < mill.count  # only the heavy cutters

@@ -27,8 +27,8 @@ import numpy as np
 from simulation.faults import FaultRecord, FaultSet
 from simulation.fleet import DEFAULT_REPAIR_AFTER_S, Fleet, Frame
 from simulation.fleet_spec import MAX_FLEET_SIZE, FleetSpec, MachineSpec
-from simulation.models import MODEL_TYPES, SensorSpec
-from simulation.states import STATE_NAMES
+from simulation.models import MODEL_TYPES
+from simulation.spec import STATE_NAMES, SensorSpec
 
 MAX_RATE_HZ = 1000.0
 MAX_STEPS = 10**9  # a guard against a typo like --duration 1000d --rate 1000

@@ -4,46 +4,33 @@ A model steps all instances of one machine type as numpy arrays. Around its phys
 (:meth:`MachineModel._advance`) the base class runs what every type has: the operating states
 (:mod:`simulation.states`), the hidden health (:mod:`simulation.health`), the faults
 (:mod:`simulation.faults`) and the ground-truth labels of each step.
+
+Writing a model means one subclass with class attributes ``TYPE_NAME``, ``SENSORS``,
+``PHYSICAL_FAULTS`` (and ``INSTANT_FAULTS`` among them, if any) and ``DUTY``, and these hooks,
+which the base calls in this order at construction: :meth:`MachineModel._setup` (draw the
+parameters and the initial state; set ``_wear_driver_nominal``), then :meth:`_new_life_s` for
+the first parts, then :meth:`_update_factors` for every instance. Each step calls
+:meth:`_advance` (the physics), which writes its readings by name (``out[self.ROW["name"]]``).
+The base applies ``steady`` itself: a steady model's usage rate is 0.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
 from simulation.errors import ControlError
-from simulation.faults import FaultRecord, FaultTable, check_request
+from simulation.faults import FaultKinds, FaultRecord, FaultTable
 from simulation.health import Degradation
-from simulation.states import COMMANDS, DutyCycle, Operation, State
+from simulation.spec import COMMANDS, DutyCycle, FaultRequest, SensorSpec, State
+from simulation.states import Operation
 
 REFRESH_S = 1.0  # s of simulated time between recomputations of health, RUL and wear factors
 HEALTH_WARNING = 0.25  # an operating machine below this health reports 'warning'
 ALARM_HOLD_S = 5.0  # s an alarm-level reading keeps an operating machine in 'warning'
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SensorSpec:
-    """One output channel of a model: its seed name, unit, typical range and thresholds.
-
-    ``warning`` and ``alarm`` are upper thresholds (None where a sensor has none); an
-    alarm-level reading puts an operating machine in the ``warning`` state for a few seconds.
-    ``grafana_unit`` is the unit id a Grafana field config uses.
-    """
-
-    name: str
-    unit: str
-    description: str
-    typical_min: float
-    typical_max: float
-    decimals: int = 2
-    integer: bool = False
-    warning: float | None = None
-    alarm: float | None = None
-    grafana_unit: str = "none"
 
 
 class MachineModel(ABC):
@@ -69,8 +56,14 @@ class MachineModel(ABC):
 
     TYPE_NAME: ClassVar[str]
     SENSORS: ClassVar[tuple[SensorSpec, ...]]
-    PHYSICAL_FAULTS: ClassVar[tuple[str, ...]]
+    ROW: ClassVar[Mapping[str, int]]  # a sensor's row in the readings, by name (generated)
+    PHYSICAL_FAULTS: ClassVar[tuple[str, ...]]  # the order of the fault intensity rows
+    INSTANT_FAULTS: ClassVar[frozenset[str]] = frozenset()  # physical kinds with no onset shape
     DUTY: ClassVar[DutyCycle]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.ROW = {sensor.name: row for row, sensor in enumerate(cls.SENSORS)}
 
     def __init__(
         self,
@@ -93,13 +86,16 @@ class MachineModel(ABC):
         self.auto_repairs = np.zeros(count, dtype=np.int64)
         self.operation = Operation(count, self.DUTY, self.events, scheduled_stops=not steady)
         self.faults = FaultTable(
-            self.TYPE_NAME, self.PHYSICAL_FAULTS, self.SENSORS, count, self.events, self.machine_id
+            self.fault_table_kinds(), self.SENSORS, count, self.events, self.machine_id
         )
-        self.wear: Degradation
         self.health = np.ones(count)
         self.rul_s = np.full(count, np.nan)
         self.state = self.operation.mode.copy()
         self._wear_gain = np.ones(count)  # how many times faster than nominal the part wears
+        # The model's wear driver at the nominal duty (set by _setup): driver / nominal is
+        # usage seconds per running second, times the gain of the faults; 0 when steady.
+        self._wear_driver_nominal = np.ones(count)
+        self._usage_rate = np.zeros(count)
         self._health_warning = np.zeros(count, dtype=bool)
         # The rows from the first to the last sensor with an alarm level (a view, not a copy),
         # and their levels: NaN for a sensor without one (no reading compares >= NaN).
@@ -115,15 +111,25 @@ class MachineModel(ABC):
         self._state_latched = False
         self._refresh_pending_s = 0.0
         self._last_readings: np.ndarray | None = None
+        self._setup()
+        self.wear = Degradation(self._new_life_s(np.arange(count)), self.events, wear=not steady)
+        self._refresh()
 
     @classmethod
     def sensor_names(cls) -> tuple[str, ...]:
         return tuple(sensor.name for sensor in cls.SENSORS)
 
     @classmethod
+    def fault_table_kinds(cls) -> FaultKinds:
+        """The faults this machine type takes, and the sensors a sensor fault can target."""
+        return FaultKinds(
+            cls.TYPE_NAME, cls.PHYSICAL_FAULTS, cls.INSTANT_FAULTS, cls.sensor_names()
+        )
+
+    @classmethod
     def fault_kinds(cls) -> tuple[str, ...]:
         """The fault types that apply to this machine type: physical ones, then sensor ones."""
-        return FaultTable.kinds_for(cls.PHYSICAL_FAULTS)
+        return cls.fault_table_kinds().all
 
     def machine_id(self, instance: int) -> str:
         if self.machine_ids is None:
@@ -141,8 +147,8 @@ class MachineModel(ABC):
         if repair.size:
             self._repair(repair)
         if self.fault_rate_per_h > 0.0:
-            for request in self.faults.draw_spontaneous(self.fault_rate_per_h, dt_s):
-                self._add_fault(*request, origin="spontaneous")
+            for instance, request in self.faults.draw_spontaneous(self.fault_rate_per_h, dt_s):
+                self._add_fault(instance, request, origin="spontaneous")
         self.faults.expire(self.time_s)
         self._sync_faults()
         readings = self._advance(dt_s)
@@ -158,7 +164,7 @@ class MachineModel(ABC):
         """Bring the physical fault intensities, and the factors they set, up to date."""
         touched = self.faults.update_intensity(self.time_s)
         if touched.size:
-            self._update_factors(touched)
+            self._factors(touched)
 
     def _refresh(self) -> None:
         """Recompute health, RUL and the wear factors; fail the machines whose health ran out."""
@@ -174,7 +180,7 @@ class MachineModel(ABC):
         if np.count_nonzero(health_warning != self._health_warning):
             self._health_warning = health_warning
             self._health_version += 1
-        self._update_factors(slice(None))
+        self._factors(slice(None))
 
     def _fail(self, idx: np.ndarray) -> None:
         """Instances ``idx`` (running or idle) are worn out: they stop in the fault state."""
@@ -192,7 +198,16 @@ class MachineModel(ABC):
             self.rul_s[idx] = self.wear.remaining_s(idx) / self._wear_gain[idx]
         self._health_warning[idx] = self.health[idx] < HEALTH_WARNING
         self._health_version += 1
-        self._update_factors(idx)
+        self._factors(idx)
+
+    def _factors(self, idx: np.ndarray | slice) -> None:
+        """The model's factors for ``idx``, and the usage rate its wear gain sets."""
+        gain = self._update_factors(idx)
+        self._wear_gain[idx] = gain
+        if self.steady:
+            self._usage_rate[idx] = 0.0
+        else:
+            self._usage_rate[idx] = gain / self._wear_driver_nominal[idx]
 
     def _reported_state(self, readings: np.ndarray) -> np.ndarray:
         """State codes of this step: alarm-level readings and low health mean 'warning'."""
@@ -212,30 +227,10 @@ class MachineModel(ABC):
 
     # -- control (between steps) -------------------------------------------------------------
 
-    def inject_fault(
-        self,
-        instance: int,
-        kind: str,
-        severity: float,
-        *,
-        onset: str = "step",
-        duration_s: float | None = None,
-        sensor: str | None = None,
-    ) -> FaultRecord:
+    def inject_fault(self, instance: int, request: FaultRequest) -> FaultRecord:
         """Start a fault on one instance now; a bad request raises :class:`ControlError`."""
-        check_request(
-            self.TYPE_NAME,
-            self.PHYSICAL_FAULTS,
-            self.sensor_names(),
-            kind,
-            severity,
-            onset,
-            duration_s,
-            sensor,
-        )
-        record = self._add_fault(
-            instance, kind, float(severity), onset, duration_s, sensor, origin="injected"
-        )
+        self.fault_table_kinds().check(request)
+        record = self._add_fault(instance, request, origin="injected")
         self._sync_faults()
         self._refresh()
         return record
@@ -306,42 +301,37 @@ class MachineModel(ABC):
         self._maintain(idx)
         self._renewed(idx)
 
-    def _add_fault(
-        self,
-        instance: int,
-        kind: str,
-        severity: float,
-        onset: str,
-        duration_s: float | None,
-        sensor: str | None,
-        *,
-        origin: str,
-    ) -> FaultRecord:
+    def _add_fault(self, instance: int, request: FaultRequest, *, origin: str) -> FaultRecord:
         record = self.faults.add(
             instance,
-            kind,
-            severity,
-            onset,
-            duration_s,
-            sensor,
+            request,
             now_s=self.time_s,
             origin=origin,
             last_readings=self._last_readings,
         )
-        self._on_fault(instance, kind, severity)
+        self._on_fault(instance, request.kind, float(request.severity))
         return record
 
     # -- what each model provides ------------------------------------------------------------
+
+    @abstractmethod
+    def _setup(self) -> None:
+        """Draw the instances' parameters and initial state; set ``_wear_driver_nominal``.
+
+        Runs once, at construction, after the base's state and before the first parts' lives
+        are drawn (:meth:`_new_life_s`).
+        """
 
     @abstractmethod
     def _advance(self, dt_s: float) -> np.ndarray:
         """The physics of one step: return the new readings ``(sensors, count)``."""
 
     @abstractmethod
-    def _update_factors(self, idx: np.ndarray | slice) -> None:
+    def _update_factors(self, idx: np.ndarray | slice) -> np.ndarray:
         """Recompute the per-instance factors that health and faults set, for ``idx``.
 
-        Must set ``_wear_gain[idx]`` (usage rate multiplier of the faults, >= 1).
+        Return the wear gain of ``idx``: how many times faster than nominal the faults make
+        the part wear (>= 1).
         """
 
     @abstractmethod

@@ -17,14 +17,11 @@ the changes, those at maintenance included); a tool that wears out before that f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
-from simulation.health import Degradation
-from simulation.models.base import MachineModel, SensorSpec
+from simulation.models.base import MachineModel
 from simulation.signals import first_order_lag, lag_gain, uniform
-from simulation.states import DutyCycle
+from simulation.spec import DutyCycle, SensorSpec
 
 
 class Move:
@@ -59,7 +56,6 @@ BREAKAGE_VIBRATION_GAIN = 2.0  # ... and 3x the cutting vibration (run-out of th
 OVERHEAT_GAIN = 1.0  # overheating of severity 1 (coolant lost) doubles the tool's rise
 BEARING_VIBRATION_MM_S = 5.0  # spindle bearing defect of severity 1, at the set speed (~ speed)
 IMBALANCE_VIBRATION_MM_S = 6.0  # spindle imbalance of severity 1, at the set speed (~ speed^2)
-HEAT, BEARING, TOOL_WEAR, BREAKAGE, IMBALANCE = range(5)  # rows of the fault intensities
 
 
 def _pocket_program() -> tuple[np.ndarray, np.ndarray]:
@@ -200,24 +196,17 @@ class CncMill(MachineModel):
         "tool_breakage",
         "spindle_imbalance",
     )
+    INSTANT_FAULTS = frozenset({"tool_breakage"})
     DUTY = DutyCycle(run_s=(1200.0, 5400.0), idle_s=(120.0, 1200.0), maintenance_s=(600.0, 1800.0))
 
-    def __init__(
-        self,
-        count: int,
-        rng: np.random.Generator,
-        *,
-        steady: bool = False,
-        machine_ids: Sequence[str] | None = None,
-    ) -> None:
-        super().__init__(count, rng, steady=steady, machine_ids=machine_ids)
+    def _setup(self) -> None:
         self._draw_parameters()
         self._init_path()
         self._spindle_rpm = self.spindle_setpoint_rpm.copy()
         self._tool_temperature_c = self.ambient_c.copy()
         self._gain_dt_s = np.nan
-        self._spindle_gain = np.zeros(count)
-        self._tool_gain = np.zeros(count)
+        self._spindle_gain = np.zeros(self.count)
+        self._tool_gain = np.zeros(self.count)
         self._init_condition()
 
     # --- parameters -------------------------------------------------------------------------
@@ -403,7 +392,8 @@ class CncMill(MachineModel):
     # --- condition -----------------------------------------------------------------------------
 
     def _init_condition(self) -> None:
-        """Taylor tool lives, the tool-wear clock and the factors that wear and faults set."""
+        """Taylor tool lives, the tool-wear driver (cutting load) and the factors that wear and
+        faults set."""
         n = self.count
         self.taylor_c_m_min = uniform(self.events, *TAYLOR_C_M_MIN, n)
         # Taylor: V * T^n = C, T in minutes of cutting at the cutting speed V (m/min).
@@ -411,26 +401,26 @@ class CncMill(MachineModel):
         cutting_share = self._cycle_cutting_s / self._cycle_s
         self._nominal_life_s = 60.0 * self.tool_life_min / cutting_share  # running seconds
         self._tool_change_at_s = TOOL_CHANGE_AT * self._nominal_life_s
-        self._mean_load = self._cycle_load_s / self._cycle_s  # per running second
+        # The tool wears with the cutting load: a running second at the cycle-mean load is one
+        # usage second.
+        self._wear_driver_nominal = self._cycle_load_s / self._cycle_s
         self.tool_changes = np.zeros(n, dtype=np.int64)
         self._finishing = np.zeros(n, dtype=bool)
-        self.wear = Degradation(self._new_life_s(np.arange(n)), self.events, wear=not self.steady)
-        self._usage_per_load_s = np.zeros(n)
         self._force_factor = np.zeros(n)
         self._tool_rise_c = np.zeros(n)
         self._vibration_cut_mm_s = np.zeros(n)
         self._vibration_per_rpm = np.zeros(n)
         self._imbalance_per_rpm2 = np.zeros(n)
         self._imbalanced = np.empty(0, dtype=np.int64)
-        self._refresh()
 
     def _new_life_s(self, idx: np.ndarray) -> np.ndarray:
         scatter = np.exp(TOOL_LIFE_LOG_STD * self.events.standard_normal(idx.size))
         return self._nominal_life_s[idx] * scatter
 
-    def _update_factors(self, idx: np.ndarray | slice) -> None:
+    def _update_factors(self, idx: np.ndarray | slice) -> np.ndarray:
         """Tool wear and faults, as force, heat, vibration and wear-rate factors of ``idx``."""
         worn = 1.0 - self.health[idx]
+        # In PHYSICAL_FAULTS order:
         heat, bearing, tool_wear, breakage, imbalance = self.faults.intensity[:, idx]
         self._force_factor[idx] = 1.0 + FORCE_WEAR_GAIN * worn + BREAKAGE_FORCE_GAIN * breakage
         self._tool_rise_c[idx] = (
@@ -447,10 +437,7 @@ class CncMill(MachineModel):
         ) / setpoint
         self._imbalance_per_rpm2[idx] = IMBALANCE_VIBRATION_MM_S * imbalance / setpoint**2
         self._imbalanced = np.flatnonzero(self._imbalance_per_rpm2)
-        gain = 1.0 + TOOL_WEAR_FAULT_GAIN * tool_wear
-        self._wear_gain[idx] = gain
-        wearing = 0.0 if self.steady else 1.0
-        self._usage_per_load_s[idx] = wearing * gain / self._mean_load[idx]
+        return 1.0 + TOOL_WEAR_FAULT_GAIN * tool_wear
 
     def _end_run(self, idx: np.ndarray) -> None:
         """The mill finishes the part it is cutting, then waits at home."""
@@ -533,15 +520,16 @@ class CncMill(MachineModel):
 
     def _advance(self, dt_s: float) -> np.ndarray:
         self._advance_path(dt_s)
-        self.wear.usage_s += self._cutting_load * self._usage_per_load_s * dt_s
+        self.wear.usage_s += self._cutting_load * self._usage_rate * dt_s
         load = self._cutting_load * self._force_factor  # the load the tool's condition needs
         self._update_spindle(load, dt_s)
         sqrt_load = np.sqrt(load)  # heat and vibration grow sub-linearly with the load
         self._update_tool_temperature(sqrt_load, dt_s)
+        row = self.ROW
         out = np.empty((len(self.SENSORS), self.count))
-        self._read_spindle_speed(out[0])
-        out[1] = self._tool_temperature_c
-        self._read_positions(out[2:5])
-        self._read_vibration(sqrt_load, out[5])
-        out[6] = self.tool_changes
+        self._read_spindle_speed(out[row["spindle_speed"]])
+        out[row["tool_temperature"]] = self._tool_temperature_c
+        self._read_positions(out[row["axis_x_position"] : row["axis_z_position"] + 1])
+        self._read_vibration(sqrt_load, out[row["vibration_spindle"]])
+        out[row["tool_changes"]] = self.tool_changes
         return out

@@ -21,12 +21,9 @@ one step are played in order, so long steps (several items on and off) stay exac
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
-from simulation.health import Degradation
-from simulation.models.base import MachineModel, SensorSpec
+from simulation.models.base import MachineModel
 from simulation.signals import (
     first_order_lag,
     lag_gain,
@@ -35,7 +32,7 @@ from simulation.signals import (
     ou_step,
     uniform,
 )
-from simulation.states import DutyCycle
+from simulation.spec import DutyCycle, SensorSpec
 
 RING_SLOTS = 64  # items one belt can track at once; a power of two (ring index by bit mask)
 _SLOT_MASK = RING_SLOTS - 1
@@ -70,7 +67,6 @@ VIBRATION_SCATTER = 0.15  # successive RMS readings scatter uniformly by +-15 % 
 # 9 balls, ball / pitch diameter 7.94 / 38.5 mm, contact angle 0).
 BEARING_BALLS = 9
 BALL_PITCH_RATIO = 7.94 / 38.5
-HEAT, BEARING, SLIP = range(3)  # rows of the physical fault intensities
 
 
 class ConveyorBelt(MachineModel):
@@ -138,18 +134,10 @@ class ConveyorBelt(MachineModel):
     PHYSICAL_FAULTS = ("overheating", "bearing_defect", "belt_slip")
     DUTY = DutyCycle(run_s=(900.0, 5400.0), idle_s=(60.0, 900.0), maintenance_s=(1200.0, 2700.0))
 
-    def __init__(
-        self,
-        count: int,
-        rng: np.random.Generator,
-        *,
-        steady: bool = False,
-        machine_ids: Sequence[str] | None = None,
-    ) -> None:
-        super().__init__(count, rng, steady=steady, machine_ids=machine_ids)
+    def _setup(self) -> None:
         # The vibration sensor came later: its own stream leaves the other sensors' samples
         # exactly as they were for a given seed.
-        self.vibration_rng = rng.spawn(1)[0]
+        self.vibration_rng = self.rng.spawn(1)[0]
         self._draw_belt_parameters()
         self._draw_drive_parameters()
         self._draw_thermal_parameters()
@@ -241,12 +229,10 @@ class ConveyorBelt(MachineModel):
         self._speed_noise_ou: tuple[np.ndarray | float, ...] = (1.0, 0.0)  # decay, kick; per dt
 
     def _init_condition(self) -> None:
-        """The bearing's wear clock and the factors that wear and faults set."""
+        """The bearing's wear driver (load cubed) and the factors that wear and faults set."""
         n = self.count
-        self.wear = Degradation(self._new_life_s(np.arange(n)), self.events, wear=not self.steady)
         # Bearing wear rate per running second, at the design load, is 1 (one usage second).
-        self._design_load_cubed = (1.0 + BEARING_LOAD_GAIN * self.design_fill_fraction) ** 3
-        self._usage_scale = np.zeros(n)  # usage seconds per (running second * load factor)
+        self._wear_driver_nominal = (1.0 + BEARING_LOAD_GAIN * self.design_fill_fraction) ** 3
         self._rise_per_pct = np.zeros(n)  # K of bearing rise per % motor load
         self._friction_rise_k = np.zeros(n)  # K of bearing friction heat at full speed
         self._no_load_eff_pct = np.zeros(n)
@@ -255,15 +241,14 @@ class ConveyorBelt(MachineModel):
         self._slip_floor = np.zeros(n)
         self._slipping = np.empty(0, dtype=np.int64)
         self._vibration_mm_s = np.zeros(n)  # at full speed, empty: healthy level, wear, defect
-        self._refresh()
 
     def _new_life_s(self, idx: np.ndarray) -> np.ndarray:
         return 3600.0 * self.events.uniform(*LIFE_H, idx.size)
 
-    def _update_factors(self, idx: np.ndarray | slice) -> None:
+    def _update_factors(self, idx: np.ndarray | slice) -> np.ndarray:
         """Bearing wear and faults, as heat, drag, slip and wear-rate factors of ``idx``."""
         worn = 1.0 - self.health[idx]
-        heat, defect, slip = self.faults.intensity[:, idx]
+        heat, defect, slip = self.faults.intensity[:, idx]  # in PHYSICAL_FAULTS order
         cooling_loss = 1.0 + OVERHEAT_GAIN * heat
         self._rise_per_pct[idx] = self.bearing_rise_full_load_k[idx] * cooling_loss / 100.0
         self._friction_rise_k[idx] = (WEAR_RISE_K * worn + DEFECT_RISE_K * defect) * cooling_loss
@@ -278,10 +263,7 @@ class ConveyorBelt(MachineModel):
             self._vibration_empty_mm_s[idx] + WEAR_VIBRATION_MM_S * worn
         ) + DEFECT_VIBRATION_MM_S * defect
         self._slipping = self._slip_floor.nonzero()[0]
-        gain = 1.0 + DEFECT_WEAR_GAIN * defect
-        self._wear_gain[idx] = gain
-        wearing = 0.0 if self.steady else 1.0
-        self._usage_scale[idx] = wearing * gain / self._design_load_cubed[idx]
+        return 1.0 + DEFECT_WEAR_GAIN * defect
 
     # -- physics ---------------------------------------------------------------------------
 
@@ -347,7 +329,7 @@ class ConveyorBelt(MachineModel):
         cube = rate * rate
         cube *= rate
         cube *= self.drive_ratio
-        cube *= self._usage_scale
+        cube *= self._usage_rate
         cube *= elapsed_s
         self.wear.usage_s += cube
 
@@ -441,16 +423,19 @@ class ConveyorBelt(MachineModel):
         self._update_load()
         self._heat_bearing()
 
+        row = self.ROW
         out = np.empty((len(self.SENSORS), self.count))
-        out[0] = speed
-        rng.standard_normal(out=out[1])
-        out[1] *= MOTOR_LOAD_NOISE_PCT
-        out[1] *= self.drive_ratio  # a drive at standstill reads 0
-        out[1] += self.motor_load_pct
-        rng.random(self.count, out=out[2])
-        out[2] -= 0.5
-        out[2] *= BEARING_ADC_STEP_K
-        out[2] += self.bearing_c
-        out[3] = self.items_processed
-        self._read_vibration(out[4])
+        out[row["belt_speed"]] = speed
+        load = out[row["motor_load"]]
+        rng.standard_normal(out=load)
+        load *= MOTOR_LOAD_NOISE_PCT
+        load *= self.drive_ratio  # a drive at standstill reads 0
+        load += self.motor_load_pct
+        bearing = out[row["bearing_temperature"]]
+        rng.random(self.count, out=bearing)
+        bearing -= 0.5
+        bearing *= BEARING_ADC_STEP_K
+        bearing += self.bearing_c
+        out[row["items_processed"]] = self.items_processed
+        self._read_vibration(out[row["vibration_bearing"]])
         return out

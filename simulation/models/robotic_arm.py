@@ -15,15 +15,13 @@ heat for the same motion), the baseline and speed vibration, and the jolt of eac
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from simulation.health import Degradation
-from simulation.models.base import MachineModel, SensorSpec
+from simulation.models.base import MachineModel
 from simulation.signals import first_order_lag, lag_gain, uniform
-from simulation.states import DutyCycle
+from simulation.spec import DutyCycle, SensorSpec
 
 MAX_JOINT_SPEED_DPS = 170.0  # deg/s, design peak; UR5-class joints allow about 180 deg/s
 # Minimum-jerk move of stroke S in time T: peak speed 15/8 S/T, peak |accel| 10/sqrt(3) S/T^2.
@@ -44,7 +42,6 @@ BEARING_FRICTION_GAIN = 0.6  # a joint bearing defect of severity 1 adds 60 % fr
 BEARING_VIBRATION_MM_S = 2.0  # ... 2 mm/s of vibration at peak joint speed,
 BEARING_WEAR_GAIN = 3.0  # ... and makes the gearbox wear 4x faster
 OVERHEAT_GAIN = 1.5  # overheating of severity 1 (fan failure) raises the thermal resistance 2.5x
-HEAT, BEARING = range(2)  # rows of the physical fault intensities
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,15 +107,7 @@ class RoboticArm(MachineModel):
     PHYSICAL_FAULTS = ("overheating", "bearing_defect")
     DUTY = DutyCycle(run_s=(300.0, 1800.0), idle_s=(60.0, 600.0), maintenance_s=(600.0, 1800.0))
 
-    def __init__(
-        self,
-        count: int,
-        rng: np.random.Generator,
-        *,
-        steady: bool = False,
-        machine_ids: Sequence[str] | None = None,
-    ) -> None:
-        super().__init__(count, rng, steady=steady, machine_ids=machine_ids)
+    def _setup(self) -> None:
         self._draw_motion_parameters()
         self._draw_power_parameters()
         self._draw_thermal_parameters()
@@ -190,25 +179,23 @@ class RoboticArm(MachineModel):
         self._finishing = False  # any arm finishing its cycle before it goes idle
 
     def _init_condition(self) -> None:
-        """The gearbox's wear clock and the factors that wear and faults set."""
+        """The gearbox's wear driver (joint travel) and the factors that wear and faults set."""
         n = self.count
-        self.wear = Degradation(self._new_life_s(np.arange(n)), self.events, wear=not self.steady)
-        self._nominal_speed_dps = self._cycle_travel_deg / self.period_s  # cycle-mean |speed|
-        self._usage_per_deg = np.zeros(n)  # usage seconds per degree of joint travel
+        # Usage is joint travel: a running second at the cycle-mean |speed| is one usage second.
+        self._wear_driver_nominal = self._cycle_travel_deg / self.period_s
         self._friction_w_per_dps = np.zeros(n)
         self._thermal_resistance_k_per_w = np.zeros(n)
         self._vibration_base_mm_s = np.zeros(n)
         self._vibration_mm_s_per_dps = np.zeros(n)
         self._spike_series_eff_mm_s = np.zeros(n)
-        self._refresh()
 
     def _new_life_s(self, idx: np.ndarray) -> np.ndarray:
         return 3600.0 * self.events.uniform(*LIFE_H, idx.size)
 
-    def _update_factors(self, idx: np.ndarray | slice) -> None:
+    def _update_factors(self, idx: np.ndarray | slice) -> np.ndarray:
         """Gearbox wear and faults, as friction, heat, vibration and wear-rate factors."""
         worn = 1.0 - self.health[idx]
-        heat, defect = self.faults.intensity[:, idx]
+        heat, defect = self.faults.intensity[:, idx]  # in PHYSICAL_FAULTS order
         self._friction_w_per_dps[idx] = self.friction_w_per_dps[idx] * (
             1.0 + FRICTION_WEAR_GAIN * worn + BEARING_FRICTION_GAIN * defect
         )
@@ -225,10 +212,7 @@ class RoboticArm(MachineModel):
         self._spike_series_eff_mm_s[idx] = self._spike_series_mm_s[idx] * (
             1.0 + SPIKE_WEAR_GAIN * worn
         )
-        gain = 1.0 + BEARING_WEAR_GAIN * defect
-        self._wear_gain[idx] = gain
-        wearing = 0.0 if self.steady else 1.0
-        self._usage_per_deg[idx] = wearing * gain / self._nominal_speed_dps[idx]
+        return 1.0 + BEARING_WEAR_GAIN * defect
 
     def _end_run(self, idx: np.ndarray) -> None:
         """The arm finishes its cycle, then goes idle at the pick pose."""
@@ -294,7 +278,7 @@ class RoboticArm(MachineModel):
         change = cycles * self._cycle_speed_change_dps + (self._speed_change_dps - previous_change)
         self.speed_dps = travel * inv_dt
         self.accel_dps2 = change * inv_dt
-        usage = travel * self._usage_per_deg
+        usage = travel * self._usage_rate
         self.wear.usage_s += usage
         return stops
 
@@ -367,13 +351,15 @@ class RoboticArm(MachineModel):
         self._update_temperature(coefficients, innovations[0])
         self._update_stop_spikes(stops, coefficients.spike_decay)
 
+        row = self.ROW
         readings = np.empty((len(self.SENSORS), self.count))
-        readings[0] = self.joint_angle_deg
-        self.rng.standard_normal(out=readings[3])
-        readings[3] *= POWER_NOISE_W
-        readings[3] += self.power_w
-        np.add(self.temperature_c, self._temperature_noise_k, out=readings[1])
+        readings[row["joint_1_angle"]] = self.joint_angle_deg
+        power = readings[row["power_consumption"]]
+        self.rng.standard_normal(out=power)
+        power *= POWER_NOISE_W
+        power += self.power_w
+        np.add(self.temperature_c, self._temperature_noise_k, out=readings[row["temperature_core"]])
         np.multiply(innovations[1], VIBRATION_NOISE_LOG, out=innovations[1])
         np.exp(innovations[1], out=innovations[1])
-        np.multiply(self._vibration_mm_s(), innovations[1], out=readings[2])
+        np.multiply(self._vibration_mm_s(), innovations[1], out=readings[row["vibration_level"]])
         return readings
