@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from simulation.catalog import FleetCatalog, MachineType
 from simulation.errors import UnknownMachineError
 from simulation.faults import FaultRecord, FaultSet
 from simulation.fleet_spec import FleetSpec, default_fleet
 from simulation.models import MODEL_TYPES, MachineModel
-from simulation.spec import FaultRequest, SensorSpec
+from simulation.spec import COMMANDS, FaultRequest, SensorSpec
 
 DEFAULT_REPAIR_AFTER_S = 1800.0  # s of simulated time in fault before the crew maintains
 
@@ -93,19 +94,18 @@ class Fleet:
         self.fault_rate_per_h = fault_rate_per_h
         self.repair_after_s = repair_after_s or None
         type_names = sorted({machine.machine_type for machine in spec.machines})
-        ids: dict[str, list[str]] = {name: [] for name in type_names}
-        self.placement: dict[str, tuple[int, int]] = {}
-        slot_of_type = {name: slot for slot, name in enumerate(type_names)}
-        for machine in spec.machines:
-            same_type = ids[machine.machine_type]
-            self.placement[machine.machine_id] = (
-                slot_of_type[machine.machine_type],
-                len(same_type),
-            )
-            same_type.append(machine.machine_id)
+        self.catalog = FleetCatalog(
+            machines=spec.machines,
+            types=tuple(_machine_type(MODEL_TYPES[name]) for name in type_names),
+            dt_s=dt_s,
+            seed=seed,
+            fault_rate_per_h=fault_rate_per_h,
+            repair_after_s=self.repair_after_s,
+        )
+        self.placement = self.catalog.placement
         self.models: tuple[MachineModel, ...] = tuple(
-            MODEL_TYPES[name](len(ids[name]), _type_rng(seed, name), machine_ids=tuple(ids[name]))
-            for name in type_names
+            MODEL_TYPES[name](len(ids), _type_rng(seed, name), machine_ids=ids)
+            for name, ids in zip(type_names, self.catalog.columns, strict=True)
         )
         for model in self.models:
             model.fault_rate_per_h = fault_rate_per_h
@@ -189,6 +189,16 @@ class Fleet:
             raise UnknownMachineError(machine_id, self.size)
         slot, column = place
         return self.models[slot], column
+
+
+def _machine_type(model: type[MachineModel]) -> MachineType:
+    return MachineType(
+        name=model.TYPE_NAME,
+        sensors=model.SENSORS,
+        physical_faults=model.PHYSICAL_FAULTS,
+        fault_kinds=model.fault_kinds(),
+        commands=COMMANDS,
+    )
 
 
 def _type_rng(seed: int, type_name: str) -> np.random.Generator:
