@@ -1,18 +1,22 @@
-"""The application factory: routes, CORS, and the engine's lifetime."""
+"""The application factory: the frame source, the sinks, the fan-out, the routes, their lifetimes.
+
+One process, embedded (the default): the local fleet is the source; the store is the first
+sink and wakes the fan-out, which runs on its own task; the plant-control service changes
+the fleet between steps. ``docs/architecture.md`` draws the data flow.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import aiohttp_cors
 import numpy as np
 from aiohttp import WSCloseCode, web
 
-from server import api, history, plant, streams
+from server import api, history, plant_api, streams
 from server.clock import Clock, MonotonicClock
 from server.config import Settings
 from server.engine import Engine
@@ -21,25 +25,37 @@ from server.gctuning import GcTuner
 from server.guard import guard_mutations
 from server.hub import Hub
 from server.keys import (
+    catalog_key,
     engine_key,
     hub_key,
     machines_json_key,
     metrics_key,
+    plant_key,
     settings_key,
     store_key,
-    websockets_key,
 )
 from server.metrics import Metrics
+from server.plant import LocalPlant
+from server.sinks import FrameSink, SinkSet
+from server.source import LocalSource
 from server.store import Store
 from simulation import Fleet, FleetSpec
 from simulation.fleet_spec import default_fleet, parse_fleet
 from simulation.models import MODEL_TYPES
 
+UNCORS_PATHS = ("/metrics", "/ws")  # scrapes and WebSockets: no CORS preflight applies
+
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
-    """Build the app; the fleet is built now, the tick task starts with the app."""
+def create_app(
+    settings: Settings, *, clock: Clock | None = None, sinks: Sequence[FrameSink] = ()
+) -> web.Application:
+    """Build the app; the fleet is built now, the tick and fan-out tasks start with the app.
+
+    ``sinks`` take every frame after the store, in order (each isolated: see
+    :mod:`server.sinks`).
+    """
     clock = clock if clock is not None else MonotonicClock()
     seed = settings.seed if settings.seed is not None else fresh_seed()
     fleet = Fleet(
@@ -49,8 +65,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
         fault_rate_per_h=settings.fault_rate_per_h,
         repair_after_s=settings.repair_after_s,
     )
+    source = LocalSource(fleet)
+    catalog = source.catalog
     store = Store(
-        fleet,
+        catalog,
         history_frames=round(settings.history_seconds * settings.tick_hz),
         history_max_bytes=settings.history_max_bytes,
     )
@@ -60,23 +78,24 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
         send_buffer_bytes=settings.send_buffer_bytes,
         stall_timeout_s=settings.stall_timeout_s,
     )
-    app = web.Application(middlewares=[json_errors, guard_mutations])
-    app[settings_key] = settings
-    app[store_key] = store
-    app[hub_key] = hub
-    engine = Engine(fleet, store, hub, tick_hz=settings.tick_hz, clock=clock)
+    engine = Engine(source, SinkSet([store, *sinks]), tick_hz=settings.tick_hz, clock=clock)
     metrics = Metrics(hub, engine)
     engine.on_tick = metrics.observe_tick
+    app = web.Application(middlewares=[json_errors, guard_mutations])
+    app[settings_key] = settings
+    app[catalog_key] = catalog
+    app[store_key] = store
+    app[hub_key] = hub
     app[engine_key] = engine
+    app[plant_key] = LocalPlant(source)
     app[metrics_key] = metrics
-    app[machines_json_key] = api.machines_listing(store.machine_types)
-    app[websockets_key] = weakref.WeakSet()
+    app[machines_json_key] = api.machines_listing(catalog)
     _add_routes(app, settings)
     app.cleanup_ctx.append(run_engine)
     if settings.gc_freeze:
         app.cleanup_ctx.append(run_gc_tuner)
     app.on_shutdown.append(close_websockets)
-    log.info("fleet of %d machine(s), seed %d, %g Hz", fleet.size, seed, settings.tick_hz)
+    log.info("fleet of %d machine(s), seed %d, %g Hz", catalog.size, seed, settings.tick_hz)
     return app
 
 
@@ -94,12 +113,19 @@ def fresh_seed() -> int:
 
 
 async def run_engine(app: web.Application) -> AsyncIterator[None]:
-    engine, metrics = app[engine_key], app[metrics_key]
+    """The tick task and the fan-out task, for the app's lifetime."""
+    engine, hub, metrics = app[engine_key], app[hub_key], app[metrics_key]
     metrics.watch_gc()
     await engine.start()
+    hub.start()
+    fanout = asyncio.create_task(hub.run(), name="fan-out")
     yield
     await engine.stop()
-    await app[hub_key].close()
+    fanout.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await fanout
+    await engine.sinks.close()
+    await hub.close()
     metrics.unwatch_gc()
 
 
@@ -115,32 +141,18 @@ async def run_gc_tuner(app: web.Application) -> AsyncIterator[None]:
 
 async def close_websockets(app: web.Application) -> None:
     """On SIGTERM/Ctrl+C close every WebSocket with 1001 (going away), all at once."""
-    sockets = list(app[websockets_key])
-    await asyncio.gather(
-        *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for ws in sockets),
-        return_exceptions=True,
-    )
+    await app[hub_key].close_all(WSCloseCode.GOING_AWAY, "server shutdown")
 
 
 def _add_routes(app: web.Application, settings: Settings) -> None:
+    """Every handler module's routes; CORS on each REST route (not on scrapes or sockets)."""
+    for module in (api, history, plant_api, streams):
+        app.router.add_routes(module.routes)
     cors = aiohttp_cors.setup(app)
     options = aiohttp_cors.ResourceOptions(allow_headers="*", expose_headers="*", max_age=3600)
     defaults = {origin: options for origin in settings.cors_origins}
-    for path, handler in (
-        ("/", api.welcome),
-        ("/machines", api.list_machines),
-        ("/machines/{machine_id}/data", api.machine_data),
-        ("/machines/{machine_id}/history", history.machine_history),
-        ("/health", api.health),
-    ):
-        cors.add(app.router.add_get(path, handler), defaults)
-    faults = cors.add(app.router.add_resource("/machines/{machine_id}/faults"))
-    cors.add(faults.add_route("GET", plant.list_faults), defaults)
-    cors.add(faults.add_route("POST", plant.inject_fault), defaults)
-    fault = cors.add(app.router.add_resource("/machines/{machine_id}/faults/{fault_id}"))
-    cors.add(fault.add_route("DELETE", plant.clear_fault), defaults)
-    cors.add(app.router.add_post("/machines/{machine_id}/commands", plant.send_command), defaults)
-    cors.add(app.router.add_get("/machines/{machine_id}", plant.describe_machine), defaults)
-    app.router.add_get("/metrics", api.metrics)
-    app.router.add_get("/ws/machines/{machine_id}", streams.machine_stream)
-    app.router.add_get("/ws", streams.multiplex_stream)
+    for route in list(app.router.routes()):
+        info = route.resource.get_info() if route.resource is not None else {}
+        path = info.get("path") or info.get("formatter", "")
+        if not path.startswith(UNCORS_PATHS):
+            cors.add(route, defaults)

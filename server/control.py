@@ -16,11 +16,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from server.store import Fields, Store
+from server.errors import MAX_LISTED_IDS, unknown_machines_message, valid_ids
+from server.store import Fields
+from simulation.catalog import FleetCatalog
 
 MAX_CONTROL_MESSAGE_BYTES = 16 * 1024
 MAX_MACHINES_PER_MESSAGE = 1_000
-MAX_LISTED = 20
 
 
 class ProtocolError(Exception):
@@ -46,7 +47,7 @@ class Unsubscribe:
     request_id: Any
 
 
-def parse_control(text: str, store: Store, tick_hz: float) -> Subscribe | Unsubscribe:
+def parse_control(text: str, catalog: FleetCatalog, tick_hz: float) -> Subscribe | Unsubscribe:
     """Check one text message against the protocol and the fleet; raise ProtocolError if bad."""
     if len(text) > MAX_CONTROL_MESSAGE_BYTES:
         raise ProtocolError(
@@ -63,11 +64,11 @@ def parse_control(text: str, store: Store, tick_hz: float) -> Subscribe | Unsubs
     request_id = message.get("id")
     op = message.get("op")
     if op == "subscribe":
-        return _subscribe(message, store, tick_hz, request_id)
+        return _subscribe(message, catalog, tick_hz, request_id)
     if op == "unsubscribe":
         machines = message.get("machines")
         return Unsubscribe(
-            None if machines is None else _machine_ids(machines, store, request_id), request_id
+            None if machines is None else _machine_ids(machines, catalog, request_id), request_id
         )
     raise ProtocolError(
         "unknown_op", f"unknown op {op!r}", valid_ops=["subscribe", "unsubscribe"], id=request_id
@@ -88,7 +89,9 @@ def rate_divisor(hz: Any, tick_hz: float, request_id: Any = None) -> int:
     return max(1, round(tick_hz / hz))
 
 
-def check_fields(fields: Any, machines: tuple[str, ...], store: Store, request_id: Any) -> Fields:
+def check_fields(
+    fields: Any, machines: tuple[str, ...], catalog: FleetCatalog, request_id: Any
+) -> Fields:
     """Fields as a canonical tuple (sensors, then labels), each valid for every machine asked
     for; None (no filter) means all of them."""
     if fields is None:
@@ -98,22 +101,24 @@ def check_fields(fields: Any, machines: tuple[str, ...], store: Store, request_i
             "bad_fields", "fields must be a non-empty list of sensor names", id=request_id
         )
     for machine_id in machines:
-        valid = store.field_names(machine_id)
+        valid = catalog.field_names(machine_id)
         for name in fields:
             if name not in valid:
                 raise ProtocolError(
                     "unknown_field",
-                    f"{machine_id} ({store.machine_types[machine_id]}) has no field {name!r}",
+                    f"{machine_id} ({catalog.machine_type(machine_id).name}) has no field {name!r}",
                     field=name,
                     machine_id=machine_id,
                     valid_fields=list(valid),
                     id=request_id,
                 )
     wanted = set(fields)
-    return tuple(name for name in store.field_names(machines[0]) if name in wanted)
+    return tuple(name for name in catalog.field_names(machines[0]) if name in wanted)
 
 
-def _subscribe(message: dict[str, Any], store: Store, tick_hz: float, request_id: Any) -> Subscribe:
+def _subscribe(
+    message: dict[str, Any], catalog: FleetCatalog, tick_hz: float, request_id: Any
+) -> Subscribe:
     unknown = sorted(set(message) - {"op", "machines", "fields", "hz", "since", "id"})
     if unknown:
         raise ProtocolError(
@@ -122,8 +127,8 @@ def _subscribe(message: dict[str, Any], store: Store, tick_hz: float, request_id
             valid_keys=["machines", "fields", "hz", "since", "id"],
             id=request_id,
         )
-    machines = _machine_ids(message.get("machines"), store, request_id)
-    fields = check_fields(message.get("fields"), machines, store, request_id)
+    machines = _machine_ids(message.get("machines"), catalog, request_id)
+    fields = check_fields(message.get("fields"), machines, catalog, request_id)
     every = rate_divisor(message.get("hz", tick_hz), tick_hz, request_id)
     since = message.get("since")
     if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
@@ -133,7 +138,7 @@ def _subscribe(message: dict[str, Any], store: Store, tick_hz: float, request_id
     return Subscribe(machines, fields, every, since, request_id)
 
 
-def _machine_ids(machines: Any, store: Store, request_id: Any) -> tuple[str, ...]:
+def _machine_ids(machines: Any, catalog: FleetCatalog, request_id: Any) -> tuple[str, ...]:
     if not isinstance(machines, list) or not machines:
         raise ProtocolError(
             "bad_machines", "machines must be a non-empty list of machine ids", id=request_id
@@ -147,13 +152,13 @@ def _machine_ids(machines: Any, store: Store, request_id: Any) -> tuple[str, ...
         )
     if not all(isinstance(machine, str) for machine in machines):
         raise ProtocolError("bad_machines", "machine ids are strings", id=request_id)
-    unknown = [machine for machine in machines if machine not in store]
+    unknown = [machine for machine in machines if machine not in catalog]
     if unknown:
         raise ProtocolError(
             "unknown_machine",
-            f"unknown machine id(s) {unknown[:MAX_LISTED]}; GET /machines lists the valid ids",
-            machine_ids=unknown[:MAX_LISTED],
-            valid_ids=list(store.machine_types)[:MAX_LISTED],
+            unknown_machines_message(unknown[:MAX_LISTED_IDS]),
+            machine_ids=unknown[:MAX_LISTED_IDS],
+            valid_ids=valid_ids(catalog),
             id=request_id,
         )
     return tuple(dict.fromkeys(machines))

@@ -1,4 +1,9 @@
-"""The tick task: steps the whole fleet on a drift-free schedule, feeds the store and the hub."""
+"""The tick task: takes a frame from the source on a drift-free schedule, hands it to the sinks.
+
+The engine knows no consumer by name: the store, and with it the fan-out, is one sink among
+those the app chose (:mod:`server.sinks`). The fan-out runs on a task of its own, woken by
+the store, so a slow broadcast delays no tick (``docs/architecture.md``).
+"""
 
 from __future__ import annotations
 
@@ -7,17 +12,12 @@ import contextlib
 import logging
 import math
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from server.clock import Clock
-from server.hub import Hub
-from server.store import Store
-from simulation import Fleet, Frame
-
-# Above this many machines a step runs in a worker thread (numpy releases the GIL in
-# large array operations) so the event loop keeps serving sockets meanwhile.
-THREAD_STEP_MIN_MACHINES = 5_000
+from server.sinks import SinkSet
+from server.source import FrameSource
+from simulation import Frame
 
 SLOT_TOLERANCE = 1e-6  # fraction of a period: a slot due "now" counts as overrun
 
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 class EngineStats:
     ticks: int = 0
     skipped_ticks: int = 0
+    seq: int = 0
     last_lateness_s: float = 0.0
     last_tick_at: float = 0.0
     last_step_s: float = 0.0
@@ -39,42 +40,31 @@ class Engine:
 
     def __init__(
         self,
-        fleet: Fleet,
-        store: Store,
-        hub: Hub,
+        source: FrameSource,
+        sinks: SinkSet,
         *,
         tick_hz: float,
         clock: Clock,
         on_tick: Callable[[float, float], None] | None = None,
     ) -> None:
-        self.fleet = fleet
-        self.store = store
-        self.hub = hub
+        self.source = source
+        self.sinks = sinks
         self.period_s = 1.0 / tick_hz
+        self.dt_s = source.catalog.dt_s
         self.clock = clock
         self.stats = EngineStats()
         self.on_tick = on_tick
         self._task: asyncio.Task[None] | None = None
-        self.fleet_lock = asyncio.Lock()  # held while stepping; hold it to change the fleet
         self._wall_start_s = 0.0
-        self._executor = (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleet-step")
-            if fleet.size >= THREAD_STEP_MIN_MACHINES
-            else None
-        )
-
-    @property
-    def uses_worker_thread(self) -> bool:
-        return self._executor is not None
 
     @property
     def alive(self) -> bool:
         return self._task is not None and not self._task.done()
 
     async def start(self) -> None:
-        """Compute the first frame (so every read has data from the start), then tick."""
+        """Take the first frame (so every read has data from the start), then tick."""
         self._wall_start_s = self.clock.wall()
-        self._publish(await self._step())
+        self._publish(await self.source.step())
         self.stats.last_tick_at = self.clock.now()
         self._task = asyncio.create_task(self._run_logged(), name="tick")
 
@@ -83,8 +73,7 @@ class Engine:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
+        self.source.close()
 
     async def _run_logged(self) -> None:
         try:
@@ -94,7 +83,7 @@ class Engine:
             raise
 
     async def run(self) -> None:
-        """Step, publish and fan out on schedule until cancelled."""
+        """Step and publish on schedule until cancelled."""
         start = self.clock.now()
         slot = 0
         while True:
@@ -108,11 +97,9 @@ class Engine:
                 slot += missed
                 self.stats.skipped_ticks += missed
                 log.debug("tick overrun: %d slot(s) skipped", missed)
-            step_began = self.clock.now()
-            frame = await self._step()
-            self.stats.last_step_s = self.clock.now() - step_began
+            frame = await self.source.step()
+            self.stats.last_step_s = self.clock.now() - began
             self._publish(frame)
-            await self.hub.broadcast()
             finished = self.clock.now()
             self.stats.ticks += 1
             self.stats.last_tick_at = finished
@@ -121,17 +108,13 @@ class Engine:
                 self.on_tick(self.stats.last_tick_s, self.stats.last_lateness_s)
 
     def _publish(self, frame: Frame) -> None:
-        """Publish ``frame`` stamped with the wall time its slot was due.
+        """Hand ``frame`` to the sinks, stamped with the epoch time of its simulated instant.
 
-        Seq ``k`` is due ``k - 1`` periods after start, plus the slots skipped so far,
-        so timestamps follow the wall clock even after overruns, while the samples
-        at a given ``seq`` stay those of the seeded simulation.
+        Seq ``k`` is due ``k - 1`` ticks after the start, plus the slots skipped so far, each
+        tick worth ``dt_s`` of simulated time (``--speed`` times the tick period): timestamps
+        are simulated time anchored at the wall clock of the start, and the samples at a given
+        ``seq`` stay those of the seeded simulation.
         """
         slots = frame.seq - 1 + self.stats.skipped_ticks
-        self.store.publish(frame, self._wall_start_s + slots * self.fleet.dt_s)
-
-    async def _step(self) -> Frame:
-        if self._executor is None:
-            return self.fleet.step()
-        async with self.fleet_lock:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, self.fleet.step)
+        self.stats.seq = frame.seq
+        self.sinks.publish(frame, self._wall_start_s + slots * self.dt_s)

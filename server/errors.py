@@ -8,7 +8,9 @@ from typing import Any
 
 from aiohttp import web
 
-MAX_LISTED_IDS = 100
+from simulation.catalog import FleetCatalog
+
+MAX_LISTED_IDS = 100  # valid ids listed in an unknown-machine answer (REST and /ws alike)
 
 
 def json_error(status: int, error: str, message: str, **details: Any) -> web.Response:
@@ -16,15 +18,26 @@ def json_error(status: int, error: str, message: str, **details: Any) -> web.Res
     return web.Response(status=status, text=json.dumps(body), content_type="application/json")
 
 
-def unknown_machine(machine_id: str, valid_ids: list[str]) -> web.Response:
+def unknown_machines_message(machine_ids: list[str]) -> str:
+    """The one wording of an unknown machine, on every transport."""
+    listed = ", ".join(repr(machine_id) for machine_id in machine_ids)
+    return f"no machine with id {listed}; GET /machines lists them"
+
+
+def valid_ids(catalog: FleetCatalog) -> list[str]:
+    """The fleet's first ids, to show beside an unknown one."""
+    return [machine.machine_id for machine in catalog.machines[:MAX_LISTED_IDS]]
+
+
+def unknown_machine(machine_id: str, catalog: FleetCatalog) -> web.Response:
     """404 naming the id asked for and the valid ids (the first hundred of a large fleet)."""
     return json_error(
         404,
         "unknown_machine",
-        f"no machine with id {machine_id!r}; GET /machines lists them",
+        unknown_machines_message([machine_id]),
         machine_id=machine_id,
-        valid_ids=valid_ids[:MAX_LISTED_IDS],
-        machine_count=len(valid_ids),
+        valid_ids=valid_ids(catalog),
+        machine_count=catalog.size,
     )
 
 

@@ -13,7 +13,10 @@ from server.keys import settings_key, store_key
 FORMATS = ("json", "csv")
 DEFAULT_SECONDS = 60.0
 
+routes = web.RouteTableDef()
 
+
+@routes.get("/machines/{machine_id}/history")
 async def machine_history(request: web.Request) -> web.Response:
     """The last ``seconds`` of simulated time of one machine, oldest first.
 
@@ -23,7 +26,7 @@ async def machine_history(request: web.Request) -> web.Response:
     store, settings = request.app[store_key], request.app[settings_key]
     machine_id = request.match_info["machine_id"]
     if machine_id not in store:
-        return unknown_machine(machine_id, list(store.machine_types))
+        return unknown_machine(machine_id, store.catalog)
     query = request.query
     max_seconds = settings.history_seconds * settings.speed  # simulated seconds held
     seconds = _seconds(query.get("seconds"), max_seconds)
@@ -44,7 +47,7 @@ async def machine_history(request: web.Request) -> web.Response:
         )
     try:
         fields = (
-            check_fields(query["fields"].split(","), (machine_id,), store, None)
+            check_fields(query["fields"].split(","), (machine_id,), store.catalog, None)
             if "fields" in query
             else None
         )

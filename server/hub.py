@@ -1,5 +1,13 @@
 """Fan-out: each variant's frame built once per tick, written to every subscriber's transport.
 
+The hub runs on a task of its own (:meth:`Hub.run`), woken by the store when a frame is
+published: a slow broadcast never delays the tick. If frames arrive faster than it can send
+them, it sends the newest and skips the ones between (subscribers see the jump in ``seq``;
+the history still holds them, for ``since`` resumes). Every answer to a client's own request
+(the first snapshot, resumed frames) is taken from the frame the hub is on, and a
+subscription made during a broadcast joins after it, so no subscriber ever gets a ``seq``
+twice or out of order.
+
 A *variant* is what a subscription asks for: one machine, a set of fields, a rate.
 However many connections share a variant, its snapshot is encoded and framed once
 per tick. A connection subscribed to several machines gets all of its frames of a
@@ -23,6 +31,7 @@ from dataclasses import dataclass, field
 from server.clock import Clock
 from server.encoding import websocket_text_frame
 from server.store import Fields, Store
+from simulation import Frame
 
 SLOW_CONSUMER_CODE = 1008
 SLOW_CONSUMER_REASON = "slow consumer"
@@ -64,6 +73,10 @@ class HubStats:
     frames_dropped: int = 0
     slow_disconnects: int = 0
     disconnects: int = 0
+    broadcasts: int = 0
+    skipped_ticks: int = 0  # published frames the fan-out passed over for a newer one
+    broadcast_seconds_total: float = 0.0
+    last_broadcast_s: float = 0.0
 
 
 @dataclass(slots=True)
@@ -76,8 +89,16 @@ class Hub:
     close_grace_s: float = 1.0
     stats: HubStats = field(default_factory=HubStats)
     connections: set[Connection] = field(default_factory=set)
+    frame: Frame | None = None  # the frame broadcast last, or being broadcast
     _variants: dict[VariantKey, Variant] = field(default_factory=dict)
     _closing: set[asyncio.Task[None]] = field(default_factory=set)
+    _broadcasting: bool = False
+    _joining: list[tuple[Connection, Variant]] = field(default_factory=list)
+
+    @property
+    def seq(self) -> int:
+        """The seq of :attr:`frame` (0 before the first)."""
+        return self.frame.seq if self.frame is not None else 0
 
     @property
     def subscription_count(self) -> int:
@@ -97,13 +118,19 @@ class Hub:
         self.stats.disconnects += 1
 
     def subscribe(self, connection: Connection, key: VariantKey) -> None:
-        """Subscribe ``connection`` to ``key``, replacing its subscription to that machine."""
+        """Subscribe ``connection`` to ``key``, replacing its subscription to that machine.
+
+        During a broadcast the connection joins the variant once the broadcast is over.
+        """
         self.unsubscribe(connection, [key.machine_id])
         variant = self._variants.get(key)
         if variant is None:
             variant = self._variants[key] = Variant(key)
-        variant.members.add(connection)
         connection.subscriptions[key.machine_id] = variant
+        if self._broadcasting:
+            self._joining.append((connection, variant))
+        else:
+            variant.members.add(connection)
 
     def unsubscribe(self, connection: Connection, machine_ids: list[str]) -> None:
         for machine_id in machine_ids:
@@ -111,15 +138,15 @@ class Hub:
             if variant is None:
                 continue
             variant.members.discard(connection)
-            if not variant.members:
+            if not variant.members and self._variants.get(variant.key) is variant:
                 del self._variants[variant.key]
 
     def answer(self, connection: Connection, payloads: list[bytes]) -> None:
         """Send answers to the client's own request (JSON texts) in one write.
 
         Answers go out past the send buffer bound: they are rate-limited and bounded
-        in size (acks, errors, at most ``MAX_RESUME_FRAMES`` resumed frames), and
-        skipping one would leave the client without the answer it waits for.
+        in size (acks, errors, a bounded number of resumed frames), and skipping one would
+        leave the client without the answer it waits for.
         """
         if not payloads or connection.evicted or connection.transport.is_closing():
             return
@@ -127,9 +154,49 @@ class Hub:
         connection.sent += len(payloads)
         self.stats.frames_sent += len(payloads)
 
-    async def broadcast(self) -> None:
-        """Send every variant due at the latest tick to its subscribers."""
-        frame_seq = self.store.latest.seq if self.store.latest is not None else 0
+    def snapshot(self, machine_id: str, fields: Fields) -> bytes:
+        """A machine's snapshot of the hub's current frame, for an answer."""
+        assert self.frame is not None, "the hub starts on the store's first frame"
+        return self.store.snapshot_of(self.frame, machine_id, fields)
+
+    def start(self) -> None:
+        """Stand on the store's latest frame (the first one), before any subscriber."""
+        self.frame = self.store.latest
+
+    async def run(self) -> None:
+        """Broadcast each newer frame the store publishes, the newest first, until cancelled."""
+        while True:
+            frame = await self.store.wait_newer(self.seq)
+            await self.broadcast(frame)
+
+    async def broadcast(self, frame: Frame) -> None:
+        """Send every variant due at ``frame`` to its subscribers; then let new ones join."""
+        if self.frame is not None and frame.seq > self.frame.seq + 1:
+            self.stats.skipped_ticks += frame.seq - self.frame.seq - 1
+        self.frame = frame
+        self._broadcasting = True
+        began = self.clock.now()
+        try:
+            await self._send_all(frame)
+        finally:
+            self._broadcasting = False
+            self._join()
+        elapsed = self.clock.now() - began
+        self.stats.broadcasts += 1
+        self.stats.last_broadcast_s = elapsed
+        self.stats.broadcast_seconds_total += elapsed
+
+    def _join(self) -> None:
+        joining, self._joining = self._joining, []
+        for connection, variant in joining:
+            if connection.subscriptions.get(variant.key.machine_id) is not variant:
+                continue  # unsubscribed, replaced or disconnected meanwhile
+            current = self._variants.setdefault(variant.key, variant)
+            current.members.add(connection)
+            connection.subscriptions[variant.key.machine_id] = current
+
+    async def _send_all(self, frame: Frame) -> None:
+        frame_seq = frame.seq
         now = self.clock.now()
         written = 0
         gathering: list[Connection] = []
@@ -137,17 +204,17 @@ class Hub:
             key = variant.key
             if frame_seq % key.every:
                 continue
-            frame = websocket_text_frame(self.store.snapshot_bytes(key.machine_id, key.fields))
+            data = websocket_text_frame(self.store.snapshot_of(frame, key.machine_id, key.fields))
             for connection in tuple(variant.members):
                 if len(connection.subscriptions) == 1:
-                    self._deliver(connection, frame, 1, now)
+                    self._deliver(connection, data, 1, now)
                     written += 1
                     if written % self.yield_every == 0:
                         await asyncio.sleep(0)
                 else:
                     if not connection.pending:
                         gathering.append(connection)
-                    connection.pending.append(frame)
+                    connection.pending.append(data)
         for connection in gathering:
             frames = connection.pending
             connection.pending = []
@@ -160,6 +227,13 @@ class Hub:
         """Wait for slow-consumer closes still under way."""
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
+
+    async def close_all(self, code: int, reason: str) -> None:
+        """Close every connection at once (on shutdown: 1001, going away)."""
+        await asyncio.gather(
+            *(connection.close(code, reason) for connection in list(self.connections)),
+            return_exceptions=True,
+        )
 
     def _deliver(self, connection: Connection, data: bytes, frames: int, now: float) -> None:
         transport = connection.transport

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import weakref
-
 from aiohttp import web
 
 from server.config import Settings
 from server.engine import Engine
 from server.hub import Hub
 from server.metrics import Metrics
+from server.plant import PlantControl
 from server.store import Store
+from simulation.catalog import FleetCatalog
 
 settings_key = web.AppKey("settings", Settings)
+catalog_key = web.AppKey("catalog", FleetCatalog)
 store_key = web.AppKey("store", Store)
 hub_key = web.AppKey("hub", Hub)
 engine_key = web.AppKey("engine", Engine)
+plant_key = web.AppKey("plant", PlantControl)
 metrics_key = web.AppKey("metrics", Metrics)
 machines_json_key = web.AppKey("machines_json", bytes)
-websockets_key = web.AppKey("websockets", weakref.WeakSet[web.WebSocketResponse])

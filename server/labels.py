@@ -1,24 +1,24 @@
-"""Ground-truth labels in snapshots: state, health, remaining useful life and active faults.
+"""Ground-truth labels in snapshots and CSV rows, formatted from the label catalogue.
 
 Labels are what the simulation knows and a real plant would not tell: an ML model under
 test must not see them as input (``docs/labels.md``). They follow the sensors in every
-snapshot and can be left out by asking for ``fields`` without them.
+snapshot and can be left out by asking for ``fields`` without them. Which labels there are,
+and how each is shown, comes from :data:`simulation.spec.LABELS` (through the catalog).
+
+A fault's JSON here is the REST and WebSocket shape, fixed by the API: its ``id`` is the
+record's ``fault_id`` and its ``type`` the record's ``kind``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from typing import Any
 
+from server.encoding import iso_timestamp
 from simulation import Frame
 from simulation.faults import FaultRecord
-from simulation.spec import STATE_NAMES
-
-LABEL_FIELDS = ("state", "health", "rul_s", "faults")
-
-OnsetStamp = Callable[[float], str]  # simulated onset time -> ISO timestamp
+from simulation.spec import LabelSpec
 
 
 def fault_json(record: FaultRecord, onset_timestamp: str) -> dict[str, Any]:
@@ -35,37 +35,55 @@ def fault_json(record: FaultRecord, onset_timestamp: str) -> dict[str, Any]:
     }
 
 
-def label_json(
-    frame: Frame, slot: int, row: int, wanted: tuple[str, ...], stamp: OnsetStamp
-) -> str:
-    """``,"state":...`` fragments of the wanted labels, to close a snapshot with."""
-    parts = []
-    for name in wanted:
-        if name == "state":
-            parts.append(f',"state":"{STATE_NAMES[frame.state[slot][row]]}"')
-        elif name == "health":
-            parts.append(f',"health":{frame.health[slot][row]:.4f}')
-        elif name == "rul_s":
-            rul_s = float(frame.rul_s[slot][row])
-            parts.append(f',"rul_s":{"null" if math.isnan(rul_s) else f"{rul_s:.0f}"}')
-        else:
-            faults = [fault_json(r, stamp(r.onset_s)) for r in frame.faults[slot].of(row)]
-            parts.append(f',"faults":{json.dumps(faults, separators=(",", ":"))}')
-    return "".join(parts)
+class LabelEncoder:
+    """Writes a machine's labels of one frame as JSON pairs or CSV cells."""
+
+    def __init__(self, labels: tuple[LabelSpec, ...]) -> None:
+        self.specs = {label.name: label for label in labels}
+        self.names = tuple(self.specs)
+
+    def wanted(self, fields: tuple[str, ...] | None) -> tuple[str, ...]:
+        """The labels a variant carries: all of them, or those named in its fields."""
+        return self.names if fields is None else tuple(n for n in self.names if n in fields)
+
+    def json(
+        self, frame: Frame, slot: int, column: int, wanted: tuple[str, ...], epoch_offset_s: float
+    ) -> str:
+        """``,"state":...`` pairs of the wanted labels, to close a snapshot with.
+
+        ``epoch_offset_s`` turns a fault's simulated onset into epoch seconds.
+        """
+        parts = []
+        for name in wanted:
+            label = self.specs[name]
+            value = getattr(frame, name)[slot]
+            if label.kind == "category":
+                parts.append(f',"{name}":"{label.categories[value[column]]}"')
+            elif label.kind == "float":
+                parts.append(f',"{name}":{_number(float(value[column]), label.decimals, "null")}')
+            else:
+                faults = [
+                    fault_json(record, iso_timestamp(epoch_offset_s + record.onset_s))
+                    for record in value.of(column)
+                ]
+                parts.append(f',"{name}":{json.dumps(faults, separators=(",", ":"))}')
+        return "".join(parts)
+
+    def cells(self, frame: Frame, slot: int, column: int, wanted: tuple[str, ...]) -> list[str]:
+        """CSV cells of the wanted labels; faults as ``id:kind:severity`` joined by ``;``."""
+        cells = []
+        for name in wanted:
+            label = self.specs[name]
+            value = getattr(frame, name)[slot]
+            if label.kind == "category":
+                cells.append(label.categories[value[column]])
+            elif label.kind == "float":
+                cells.append(_number(float(value[column]), label.decimals, ""))
+            else:
+                records = value.of(column)
+                cells.append(";".join(f"{r.fault_id}:{r.kind}:{r.severity:g}" for r in records))
+        return cells
 
 
-def label_cells(frame: Frame, slot: int, row: int, wanted: tuple[str, ...]) -> list[str]:
-    """CSV cells of the wanted labels; faults as ``id:type:severity`` joined by ``;``."""
-    cells = []
-    for name in wanted:
-        if name == "state":
-            cells.append(STATE_NAMES[frame.state[slot][row]])
-        elif name == "health":
-            cells.append(f"{frame.health[slot][row]:.4f}")
-        elif name == "rul_s":
-            rul_s = float(frame.rul_s[slot][row])
-            cells.append("" if math.isnan(rul_s) else f"{rul_s:.0f}")
-        else:
-            records = frame.faults[slot].of(row)
-            cells.append(";".join(f"{r.fault_id}:{r.kind}:{r.severity:g}" for r in records))
-    return cells
+def _number(value: float, decimals: int, missing: str) -> str:
+    return missing if math.isnan(value) else f"{value:.{decimals}f}"

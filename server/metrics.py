@@ -1,4 +1,5 @@
-"""Prometheus metrics (read from the hub's and engine's counters at scrape time) and GC pauses."""
+"""Prometheus metrics (read from the hub's, engine's and sinks' counters at scrape time) and GC
+pauses."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ class ServerCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         hub, engine = self.hub, self.engine
-        yield _gauge("dms_machines", "Machines in the fleet.", engine.fleet.size)
+        yield _gauge("dms_machines", "Machines in the fleet.", engine.source.catalog.size)
         yield _gauge("dms_connections", "Open WebSocket connections.", len(hub.connections))
         yield _gauge(
             "dms_subscriptions",
@@ -51,14 +52,31 @@ class ServerCollector(Collector):
             "Connections closed as slow consumers.",
             hub.stats.slow_disconnects,
         )
-        yield _counter("dms_ticks", "Ticks stepped, published and fanned out.", engine.stats.ticks)
+        yield _counter("dms_ticks", "Ticks stepped and handed to the sinks.", engine.stats.ticks)
         yield _counter(
             "dms_tick_overruns",
             "Tick slots skipped because the loop was behind.",
             engine.stats.skipped_ticks,
         )
         yield _counter("dms_encodes", "Snapshots encoded to JSON.", hub.store.encodes)
-        yield _gauge("dms_seq", "Latest tick number.", engine.fleet.seq)
+        yield _gauge("dms_seq", "Latest tick number.", engine.stats.seq)
+        yield _gauge("dms_fanout_seq", "Tick number the fan-out sent last.", hub.seq)
+        yield _counter(
+            "dms_fanout_skipped",
+            "Ticks the fan-out skipped because newer ones were waiting.",
+            hub.stats.skipped_ticks,
+        )
+        yield _counter(
+            "dms_fanout_seconds",
+            "Time spent broadcasting frames to subscribers.",
+            hub.stats.broadcast_seconds_total,
+        )
+        yield _gauge(
+            "dms_fanout_last_seconds",
+            "Duration of the latest broadcast.",
+            hub.stats.last_broadcast_s,
+        )
+        yield from _sink_metrics(engine)
         yield _gauge(
             "dms_step_seconds", "Duration of the latest simulation step.", engine.stats.last_step_s
         )
@@ -80,7 +98,7 @@ class Metrics:
         self.registry.register(ServerCollector(hub, engine, self))
         self.tick_seconds = Histogram(
             "dms_tick_duration_seconds",
-            "Step, publish and fan-out time of one tick.",
+            "Step and publish time of one tick (the fan-out runs on its own task).",
             buckets=TICK_BUCKETS_S,
             registry=self.registry,
         )
@@ -120,6 +138,36 @@ class Metrics:
             generation = info["generation"]
             self.gc_pause.labels(str(generation)).observe(elapsed)
             self.gc_pause_max_s[generation] = max(self.gc_pause_max_s[generation], elapsed)
+
+
+def _sink_metrics(engine: Engine) -> Iterator[Metric]:
+    """Per sink: frames taken, failures, frames dropped behind, and time spent on the tick."""
+    families = {
+        "frames": CounterMetricFamily("dms_sink_frames", "Frames a sink took.", labels=["sink"]),
+        "failures": CounterMetricFamily(
+            "dms_sink_failures", "Frames a sink failed to take (it raised).", labels=["sink"]
+        ),
+        "dropped": CounterMetricFamily(
+            "dms_sink_dropped", "Frames a background sink dropped unsent.", labels=["sink"]
+        ),
+        "delivery_failures": CounterMetricFamily(
+            "dms_sink_delivery_failures",
+            "Deliveries of a background sink that failed.",
+            labels=["sink"],
+        ),
+        "seconds_total": CounterMetricFamily(
+            "dms_sink_publish_seconds", "Time the tick task spent in a sink.", labels=["sink"]
+        ),
+    }
+    max_seconds = GaugeMetricFamily(
+        "dms_sink_publish_max_seconds", "Longest time one frame took in a sink.", labels=["sink"]
+    )
+    for name, stats in engine.sinks.stats.items():
+        for attribute, family in families.items():
+            family.add_metric([name], getattr(stats, attribute))
+        max_seconds.add_metric([name], stats.max_seconds)
+    yield from families.values()
+    yield max_seconds
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -1,24 +1,31 @@
-"""The state store: the latest frame, a bounded history of frames, and lazily encoded snapshots."""
+"""The state store: the latest frame, a bounded history of frames, and lazily encoded snapshots.
+
+The store is a frame sink built from the fleet catalog alone: it never sees a fleet or a
+model, so it works the same whether the frames come from a local simulation or a bus.
+Publishing wakes whoever waits for a newer frame (the fan-out's task).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Iterator
 
 import numpy as np
 
-from server.encoding import SnapshotTemplate, iso_timestamp, parse_timestamp
-from server.labels import LABEL_FIELDS, OnsetStamp, label_cells, label_json
-from simulation import Fleet, Frame
+from server.encoding import SnapshotTemplate, iso_timestamp
+from server.labels import LabelEncoder
+from simulation import Frame
+from simulation.catalog import FleetCatalog
 
 log = logging.getLogger(__name__)
 
-Fields = tuple[str, ...] | None  # a subset of a machine type's sensors, or all of them
+Fields = tuple[str, ...] | None  # a subset of a machine type's fields; None: all of them
 
 
 class History:
-    """A ring of recent frames, addressed by ``seq`` in O(1).
+    """A ring of recent frames and their epoch timestamps, addressed by ``seq`` in O(1).
 
     It keeps ``wanted_frames`` frames unless that would exceed ``max_bytes``; the
     capacity is fixed when the first frame shows how large a frame is.
@@ -29,28 +36,29 @@ class History:
         self.max_bytes = max_bytes
         self.capacity = 0
         self._ring: list[Frame | None] = []
-        self._timestamps: list[str] = []
+        self._timestamps: list[float] = []
         self.newest_seq = 0
         self.oldest_seq = 1
 
-    def append(self, frame: Frame, timestamp: str) -> None:
+    def append(self, frame: Frame, timestamp_s: float) -> None:
         if not self.capacity:
             self._size_for(frame)
         self._ring[frame.seq % self.capacity] = frame
-        self._timestamps[frame.seq % self.capacity] = timestamp
+        self._timestamps[frame.seq % self.capacity] = timestamp_s
         self.newest_seq = frame.seq
         self.oldest_seq = max(self.oldest_seq, frame.seq - self.capacity + 1)
 
-    def after(self, seq: int) -> Iterator[Frame]:
-        """Held frames with a ``seq`` greater than ``seq``, oldest first."""
-        for wanted in range(max(seq + 1, self.oldest_seq), self.newest_seq + 1):
+    def after(self, seq: int, until: int | None = None) -> Iterator[Frame]:
+        """Held frames with ``seq < frame.seq <= until`` (the newest by default), oldest first."""
+        last = self.newest_seq if until is None else min(until, self.newest_seq)
+        for wanted in range(max(seq + 1, self.oldest_seq), last + 1):
             frame = self._ring[wanted % self.capacity]
             assert frame is not None
             assert frame.seq == wanted
             yield frame
 
-    def timestamp(self, seq: int) -> str:
-        """The ISO timestamp a held frame was published with."""
+    def timestamp_s(self, seq: int) -> float:
+        """The epoch time a held frame was published with."""
         if not self.oldest_seq <= seq <= self.newest_seq:
             raise LookupError(f"seq {seq} is not held")
         return self._timestamps[seq % self.capacity]
@@ -59,7 +67,7 @@ class History:
         frame_bytes = frame_nbytes(frame)
         self.capacity = max(1, min(self.wanted_frames, self.max_bytes // frame_bytes))
         self._ring = [None] * self.capacity
-        self._timestamps = [""] * self.capacity
+        self._timestamps = [0.0] * self.capacity
         if self.capacity < self.wanted_frames:
             log.warning(
                 "history holds %d ticks, not %d: %d bytes per tick, bound %d bytes",
@@ -82,44 +90,52 @@ def frame_nbytes(frame: Frame) -> int:
 class Store:
     """Holds the latest frame and its history; encodes a snapshot at most once per tick."""
 
-    def __init__(self, fleet: Fleet, *, history_frames: int, history_max_bytes: int) -> None:
-        self._placement = fleet.placement
-        self.dt_s = fleet.dt_s
-        self._models = fleet.models
+    name = "store"
+
+    def __init__(
+        self, catalog: FleetCatalog, *, history_frames: int, history_max_bytes: int
+    ) -> None:
+        self.catalog = catalog
+        self.dt_s = catalog.dt_s
+        self.labels = LabelEncoder(catalog.labels)
         self._templates: dict[tuple[int, Fields], SnapshotTemplate] = {}
-        self.machine_types = {
-            machine.machine_id: machine.machine_type for machine in fleet.spec.machines
-        }
         self.history = History(history_frames, history_max_bytes)
         self.latest: Frame | None = None
         self._encoded: dict[tuple[str, Fields], bytes] = {}
+        self._published = asyncio.Event()  # set, and replaced, on every publish
         self.encodes = 0
 
     def __contains__(self, machine_id: object) -> bool:
-        return machine_id in self._placement
-
-    def sensor_names(self, machine_id: str) -> tuple[str, ...]:
-        return self._models[self._placement[machine_id][0]].sensor_names()
-
-    def field_names(self, machine_id: str) -> tuple[str, ...]:
-        """Everything a snapshot of this machine carries: its sensors, then the labels."""
-        return self.sensor_names(machine_id) + LABEL_FIELDS
+        return machine_id in self.catalog
 
     def publish(self, frame: Frame, timestamp_s: float) -> None:
         """Make ``frame`` the latest and keep it in the history, stamped ``timestamp_s`` (epoch)."""
         self.latest = frame
-        self.history.append(frame, iso_timestamp(timestamp_s))
+        self.history.append(frame, timestamp_s)
         self._encoded = {}
+        published, self._published = self._published, asyncio.Event()
+        published.set()
+
+    async def wait_newer(self, seq: int) -> Frame:
+        """The latest frame, once its seq is greater than ``seq``."""
+        while self.latest is None or self.latest.seq <= seq:
+            await self._published.wait()
+        return self.latest
 
     def snapshot_bytes(self, machine_id: str, fields: Fields = None) -> bytes:
         """The latest snapshot of ``machine_id`` as JSON, encoded once per tick per variant."""
+        if self.latest is None:
+            raise LookupError("no frame has been published yet")
+        return self.snapshot_of(self.latest, machine_id, fields)
+
+    def snapshot_of(self, frame: Frame, machine_id: str, fields: Fields = None) -> bytes:
+        """One machine's snapshot of a held frame: cached when it is the latest."""
+        if frame is not self.latest:
+            return self.encode(frame, machine_id, fields)
         key = (machine_id, fields)
         encoded = self._encoded.get(key)
         if encoded is None:
-            if self.latest is None:
-                raise LookupError("no frame has been published yet")
-            encoded = self.encode(self.latest, machine_id, fields)
-            self._encoded[key] = encoded
+            encoded = self._encoded[key] = self.encode(frame, machine_id, fields)
         return encoded
 
     def recent(self, seconds: float) -> list[Frame]:
@@ -132,53 +148,44 @@ class Store:
 
     def csv(self, frames: list[Frame], machine_id: str, fields: Fields = None) -> str:
         """``frames`` of one machine as CSV text with a header line."""
-        slot, row = self._placement[machine_id]
+        slot, column = self.catalog.locate(machine_id)
         template = self._template(slot, fields)
-        labels = _labels(fields)
+        labels = self.labels.wanted(fields)
         lines = [template.csv_header(labels)]
         for frame in frames:
-            values = template.select(frame.values[slot][:, row])
-            cells = tuple(label_cells(frame, slot, row, labels)) if frame.state else ()
-            timestamp = self.history.timestamp(frame.seq)
+            values = template.select(frame.values[slot][:, column])
+            cells = self.labels.cells(frame, slot, column, labels)
+            timestamp = iso_timestamp(self.history.timestamp_s(frame.seq))
             lines.append(template.csv_row(timestamp, frame.seq, values, cells))
         return "".join(lines)
 
     def encode(self, frame: Frame, machine_id: str, fields: Fields = None) -> bytes:
-        """One machine's snapshot from any frame (the latest or a held one)."""
-        slot, row = self._placement[machine_id]
+        """One machine's snapshot from any held frame (the latest or an older one)."""
+        slot, column = self.catalog.locate(machine_id)
         template = self._template(slot, fields)
-        values = template.select(frame.values[slot][:, row])
+        values = template.select(frame.values[slot][:, column])
         self.encodes += 1
-        timestamp = self.history.timestamp(frame.seq)
-        tail = ""
-        if frame.state:
-            tail = label_json(frame, slot, row, _labels(fields), self._onset_stamp(frame))
-        return template.encode(machine_id, timestamp, frame.seq, values, tail)
+        frame_epoch_s = self.history.timestamp_s(frame.seq)
+        wanted = self.labels.wanted(fields)
+        tail = self.labels.json(frame, slot, column, wanted, self._epoch_offset_s(frame))
+        return template.encode(machine_id, iso_timestamp(frame_epoch_s), frame.seq, values, tail)
 
     def onset_timestamp(self, onset_s: float) -> str:
         """The timestamp of a simulated instant, on the latest frame's clock."""
         assert self.latest is not None
-        return self._onset_stamp(self.latest)(onset_s)
+        return iso_timestamp(self._epoch_offset_s(self.latest) + onset_s)
 
-    def _onset_stamp(self, frame: Frame) -> OnsetStamp:
-        def stamp(onset_s: float) -> str:
-            frame_epoch_s = parse_timestamp(self.history.timestamp(frame.seq))
-            return iso_timestamp(frame_epoch_s - (frame.time_s - onset_s))
-
-        return stamp
+    def _epoch_offset_s(self, frame: Frame) -> float:
+        """Epoch seconds minus simulated seconds, on a held frame's (millisecond) clock."""
+        return round(self.history.timestamp_s(frame.seq), 3) - frame.time_s
 
     def _template(self, slot: int, fields: Fields) -> SnapshotTemplate:
         template = self._templates.get((slot, fields))
         if template is None:
-            model = self._models[slot]
-            sensors = model.SENSORS
+            machine_type = self.catalog.types[slot]
+            sensors = machine_type.sensors
             if fields is not None:
                 sensors = tuple(sensor for sensor in sensors if sensor.name in fields)
-            template = SnapshotTemplate(model.TYPE_NAME, sensors, model.sensor_names())
+            template = SnapshotTemplate(machine_type.name, sensors, machine_type.sensor_names)
             self._templates[(slot, fields)] = template
         return template
-
-
-def _labels(fields: Fields) -> tuple[str, ...]:
-    """The labels a variant carries: all of them, or those named in its fields."""
-    return LABEL_FIELDS if fields is None else tuple(n for n in LABEL_FIELDS if n in fields)

@@ -20,8 +20,9 @@ from server.control import (
     parse_control,
     rate_divisor,
 )
+from server.errors import unknown_machines_message
 from server.hub import Connection, Hub, VariantKey
-from server.keys import hub_key, settings_key, store_key, websockets_key
+from server.keys import catalog_key, hub_key, settings_key, store_key
 from server.ratelimit import TokenBucket
 from server.store import Store
 
@@ -33,17 +34,17 @@ CONTROL_RATE_PER_S = 10.0
 CONTROL_BURST = 20
 
 log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
 
 
+@routes.get("/ws/machines/{machine_id}")
 async def machine_stream(request: web.Request) -> web.StreamResponse:
     """``/ws/machines/{id}[?fields=a,b&hz=2&since=seq]``: one machine's snapshots as JSON text."""
     ws = await _accept(request)
     store = request.app[store_key]
     machine_id = request.match_info["machine_id"]
     if machine_id not in store:
-        await _refuse(
-            ws, UNKNOWN_MACHINE_CODE, f"unknown machine {machine_id!r}; see GET /machines"
-        )
+        await _refuse(ws, UNKNOWN_MACHINE_CODE, unknown_machines_message([machine_id]))
         return ws
     try:
         subscription = _query_subscription(request, machine_id)
@@ -58,6 +59,7 @@ async def machine_stream(request: web.Request) -> web.StreamResponse:
     return ws
 
 
+@routes.get("/ws")
 async def multiplex_stream(request: web.Request) -> web.StreamResponse:
     """``/ws``: subscribe to any machines, fields and rates with JSON control messages."""
     ws = await _accept(request, max_msg_size=4 * MAX_CONTROL_MESSAGE_BYTES)
@@ -83,7 +85,7 @@ async def multiplex_stream(request: web.Request) -> web.StreamResponse:
                     store,
                     settings,
                     connection,
-                    parse_control(message.data, store, settings.tick_hz),
+                    parse_control(message.data, store.catalog, settings.tick_hz),
                 )
             except ProtocolError as error:
                 hub.answer(connection, [_json(error.payload)])
@@ -139,17 +141,18 @@ def _start(
         }
         payloads.append(_json(answer))
     if request.since is None:
-        payloads += [store.snapshot_bytes(machine, request.fields) for machine in request.machines]
+        payloads += [hub.snapshot(machine, request.fields) for machine in request.machines]
     else:
-        payloads += _missed(store, request)
+        payloads += _missed(store, hub.seq, request)
     hub.answer(connection, payloads)
 
 
-def _missed(store: Store, request: Subscribe) -> list[bytes]:
-    """Held frames after ``since`` on the request's decimation, behind a gap marker where short."""
+def _missed(store: Store, latest_seq: int, request: Subscribe) -> list[bytes]:
+    """Held frames after ``since`` up to the hub's ``latest_seq``, on the request's decimation,
+    behind a gap marker where short."""
     history, since = store.history, request.since
     assert since is not None
-    if since > history.newest_seq:
+    if since > latest_seq:
         return [
             _json(
                 {
@@ -157,15 +160,16 @@ def _missed(store: Store, request: Subscribe) -> list[bytes]:
                     "machine_id": machine,
                     "reason": "reset",
                     "since": since,
-                    "latest_seq": history.newest_seq,
+                    "latest_seq": latest_seq,
                 }
             )
             for machine in request.machines
         ]
-    due = [frame for frame in history.after(since) if frame.seq % request.every == 0]
+    held = history.after(since, until=latest_seq)
+    due = [frame for frame in held if frame.seq % request.every == 0]
     kept = due[-max(1, MAX_RESUME_FRAMES // len(request.machines)) :]
     expected = _first_due(since + 1, request.every)
-    gap_end = (kept[0].seq if kept else history.newest_seq + 1) - 1
+    gap_end = (kept[0].seq if kept else latest_seq + 1) - 1
     reason = "limit" if len(kept) < len(due) else "expired"
     payloads = []
     for machine in request.machines:
@@ -187,12 +191,12 @@ def _first_due(seq: int, every: int) -> int:
 
 
 def _query_subscription(request: web.Request, machine_id: str) -> Subscribe:
-    store, settings = request.app[store_key], request.app[settings_key]
+    catalog, settings = request.app[catalog_key], request.app[settings_key]
     query = request.query
     fields = None
     if "fields" in query:
         fields = check_fields(
-            [name for name in query["fields"].split(",") if name], (machine_id,), store, None
+            [name for name in query["fields"].split(",") if name], (machine_id,), catalog, None
         )
     every = 1
     if "hz" in query:
@@ -243,7 +247,6 @@ class _Registered:
             transport=transport,
             close=lambda code, reason: ws.close(code=code, message=reason.encode()),
         )
-        request.app[websockets_key].add(ws)
         hub = request.app[hub_key]
         hub.connect(self.connection)
         log.info(
@@ -257,7 +260,6 @@ class _Registered:
     async def __aexit__(self, *exc_info: object) -> None:
         hub = self.request.app[hub_key]
         hub.disconnect(self.connection)
-        self.request.app[websockets_key].discard(self.ws)
         log.info(
             "stream closed: %s %s (code %s, sent %d, dropped %d, %d connections)",
             self.connection.peer,

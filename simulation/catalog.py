@@ -96,6 +96,10 @@ class FleetCatalog:
     def machine_type(self, machine_id: str) -> MachineType:
         return self.types[self.locate(machine_id)[0]]
 
+    def field_names(self, machine_id: str) -> tuple[str, ...]:
+        """Everything a snapshot of this machine carries: its sensors, then the labels."""
+        return self.machine_type(machine_id).sensor_names + self.label_names
+
     # -- serialisation -----------------------------------------------------------------------
 
     def to_json(self) -> str:

@@ -102,7 +102,7 @@ async def test_rest_reads_never_step_the_simulation(make_server: MakeServer) -> 
     bodies = [await (await harness.client.get("/machines/cnc_01/data")).read() for _ in range(20)]
     assert len(set(bodies)) == 1
     assert json.loads(bodies[0])["seq"] == 1
-    assert engine.fleet.seq == 1
+    assert engine.source.seq == 1
     await harness.clock.tick()
     response = await harness.client.get("/machines/cnc_01/data")
     assert (await response.json())["seq"] == 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.engine import THREAD_STEP_MIN_MACHINES
+from server.source import THREAD_STEP_MIN_MACHINES
 from server.keys import engine_key
 from tests.conftest import MakeServer
 
@@ -21,11 +21,11 @@ async def test_a_late_tick_is_counted_and_not_made_up_in_a_burst(make_server: Ma
     harness = await make_server(tick_hz=10.0)
     engine = harness.app[engine_key]
     await harness.clock.tick(2)
-    seq_before = engine.fleet.seq
+    seq_before = engine.source.seq
     await harness.clock.jump(0.35)  # past the deadlines at +0.1, +0.2 and +0.3
     assert engine.stats.last_lateness_s == pytest.approx(0.25)
     assert engine.stats.skipped_ticks == 2
-    assert engine.fleet.seq == seq_before + 1
+    assert engine.source.seq == seq_before + 1
     next_deadline = harness.clock.deadlines[-1]
     assert next_deadline > harness.clock.now()
     start = harness.clock.deadlines[0] - 0.1
@@ -39,7 +39,7 @@ async def test_large_fleets_step_in_a_worker_thread(make_server: MakeServer, tmp
     )
     harness = await make_server(fleet=fleet_file)
     engine = harness.app[engine_key]
-    assert engine.uses_worker_thread
+    assert engine.source.uses_worker_thread
     async with harness.client.ws_connect("/ws/machines/conveyor_belt_0042") as ws:
         first = await ws.receive_json()
         await harness.clock.tick(3)
@@ -49,4 +49,4 @@ async def test_large_fleets_step_in_a_worker_thread(make_server: MakeServer, tmp
 
 async def test_small_fleets_step_on_the_loop(make_server: MakeServer) -> None:
     harness = await make_server()
-    assert not harness.app[engine_key].uses_worker_thread
+    assert not harness.app[engine_key].source.uses_worker_thread

@@ -1,0 +1,147 @@
+"""REST endpoints that describe a machine and change the plant, over the plant-control service.
+
+Who may make changes is checked by :mod:`server.guard`; what a change does, and the ``seq``
+from which it shows (``effective_seq`` in every answer), comes from :mod:`server.plant`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from server.errors import json_error, unknown_machine
+from server.keys import catalog_key, plant_key, store_key
+from server.labels import fault_json
+from server.plant import describe_machine
+from simulation.errors import ControlError, UnknownMachineError
+from simulation.faults import FaultRecord
+from simulation.spec import FaultRequest
+
+MAX_BODY_BYTES = 16 * 1024
+FAULT_KEYS = ("type", "severity", "onset", "duration_s", "sensor")
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/machines/{machine_id}")
+async def describe(request: web.Request) -> web.Response:
+    """Type, state and every sensor's unit, range, thresholds and description (Grafana style)."""
+    try:
+        body = describe_machine(request.app[catalog_key], request.match_info["machine_id"])
+    except ControlError as error:
+        return refusal(request, error)
+    return web.json_response(body)
+
+
+@routes.get("/machines/{machine_id}/faults")
+async def list_faults(request: web.Request) -> web.Response:
+    machine_id = request.match_info["machine_id"]
+    try:
+        records = await request.app[plant_key].active_faults(machine_id)
+    except ControlError as error:
+        return refusal(request, error)
+    return web.json_response({"machine_id": machine_id, "faults": _faults_json(request, records)})
+
+
+@routes.post("/machines/{machine_id}/faults")
+async def inject_fault(request: web.Request) -> web.Response:
+    """``{"type", "severity", "onset"?, "duration_s"?, "sensor"?}`` -> 201 with the fault."""
+    catalog, machine_id = request.app[catalog_key], request.match_info["machine_id"]
+    if machine_id not in catalog:
+        return unknown_machine(machine_id, catalog)
+    body = await _json_body(request, FAULT_KEYS)
+    if isinstance(body, web.Response):
+        return body
+    if "type" not in body or "severity" not in body:
+        return json_error(
+            400,
+            "missing_field",
+            "a fault needs 'type' and 'severity'",
+            valid_types=list(catalog.machine_type(machine_id).fault_kinds),
+        )
+    fault = FaultRequest(
+        kind=body["type"],
+        severity=body["severity"],
+        onset=body.get("onset", "step"),
+        duration_s=body.get("duration_s"),
+        sensor=body.get("sensor"),
+    )
+    try:
+        change = await request.app[plant_key].inject_fault(machine_id, fault)
+    except ControlError as error:
+        return refusal(request, error)
+    answer = _faults_json(request, (change.result,))[0] | {"effective_seq": change.effective_seq}
+    location = f"/machines/{machine_id}/faults/{change.result.fault_id}"
+    return web.json_response(answer, status=201, headers={"Location": location})
+
+
+@routes.delete("/machines/{machine_id}/faults/{fault_id}")
+async def clear_fault(request: web.Request) -> web.Response:
+    machine_id, fault_id = request.match_info["machine_id"], request.match_info["fault_id"]
+    try:
+        change = await request.app[plant_key].clear_fault(machine_id, fault_id)
+    except ControlError as error:
+        return refusal(request, error)
+    cleared = _faults_json(request, (change.result,))[0]
+    return web.json_response({"cleared": cleared, "effective_seq": change.effective_seq})
+
+
+@routes.post("/machines/{machine_id}/commands")
+async def send_command(request: web.Request) -> web.Response:
+    """``{"command": "start" | "stop" | "maintain" | "reset"}`` -> the machine's new mode."""
+    catalog, machine_id = request.app[catalog_key], request.match_info["machine_id"]
+    if machine_id not in catalog:
+        return unknown_machine(machine_id, catalog)
+    body = await _json_body(request, ("command",))
+    if isinstance(body, web.Response):
+        return body
+    try:
+        change = await request.app[plant_key].command(machine_id, body.get("command"))
+    except ControlError as error:
+        return refusal(request, error)
+    return web.json_response(
+        {
+            "machine_id": machine_id,
+            "command": body["command"],
+            "mode": change.result,
+            "effective_seq": change.effective_seq,
+        }
+    )
+
+
+def refusal(request: web.Request, error: ControlError) -> web.Response:
+    """404 for an unknown machine or fault; 409 for what the machine's state refuses; else 400."""
+    if isinstance(error, UnknownMachineError):
+        return unknown_machine(error.machine_id, request.app[catalog_key])
+    if error.field == "fault_id":
+        fault_id = request.match_info.get("fault_id")
+        return json_error(
+            404, "unknown_fault", str(error), fault_id=fault_id, active_fault_ids=list(error.valid)
+        )
+    status, slug = (409, "conflict") if error.field == "state" else (400, f"bad_{error.field}")
+    return json_error(status, slug, str(error), field=error.field, valid=list(error.valid))
+
+
+async def _json_body(request: web.Request, keys: tuple[str, ...]) -> dict[str, Any] | web.Response:
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        return json_error(413, "body_too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes")
+    raw = await request.content.read(MAX_BODY_BYTES + 1)
+    if len(raw) > MAX_BODY_BYTES:
+        return json_error(413, "body_too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes")
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        return json_error(400, "malformed_json", f"the body is not valid JSON: {error}")
+    if not isinstance(body, dict):
+        return json_error(400, "malformed_body", "the body must be a JSON object")
+    unknown = sorted(set(body) - set(keys))
+    if unknown:
+        return json_error(400, "unknown_keys", f"unknown key(s) {unknown}", valid_keys=list(keys))
+    return body
+
+
+def _faults_json(request: web.Request, records: tuple[FaultRecord, ...]) -> list[dict[str, Any]]:
+    store = request.app[store_key]
+    return [fault_json(record, store.onset_timestamp(record.onset_s)) for record in records]
