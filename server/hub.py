@@ -79,21 +79,32 @@ class HubStats:
     last_broadcast_s: float = 0.0
 
 
-@dataclass(slots=True)
 class Hub:
-    store: Store
-    clock: Clock
-    send_buffer_bytes: int
-    stall_timeout_s: float
-    yield_every: int = 256
-    close_grace_s: float = 1.0
-    stats: HubStats = field(default_factory=HubStats)
-    connections: set[Connection] = field(default_factory=set)
-    frame: Frame | None = None  # the frame broadcast last, or being broadcast
-    _variants: dict[VariantKey, Variant] = field(default_factory=dict)
-    _closing: set[asyncio.Task[None]] = field(default_factory=set)
-    _broadcasting: bool = False
-    _joining: list[tuple[Connection, Variant]] = field(default_factory=list)
+    """Variants, their subscribers and the slow-consumer policy; broadcasts on its own task."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        clock: Clock,
+        send_buffer_bytes: int,
+        stall_timeout_s: float,
+        yield_every: int = 256,
+        close_grace_s: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.send_buffer_bytes = send_buffer_bytes
+        self.stall_timeout_s = stall_timeout_s
+        self.yield_every = yield_every
+        self.close_grace_s = close_grace_s
+        self.stats = HubStats()
+        self.connections: set[Connection] = set()
+        self.frame: Frame | None = None  # the frame broadcast last, or being broadcast
+        self._variants: dict[VariantKey, Variant] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+        self._broadcasting = False
+        self._joining: list[tuple[Connection, Variant]] = []
 
     @property
     def seq(self) -> int:

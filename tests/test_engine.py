@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from server.source import THREAD_STEP_MIN_MACHINES
 from server.keys import engine_key
+from server.source import THREAD_STEP_MIN_MACHINES
 from tests.conftest import MakeServer
 
 
