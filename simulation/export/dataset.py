@@ -15,7 +15,6 @@ compares an export with stepping the whole fleet). It lets the types run in para
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from collections.abc import Iterator
@@ -25,10 +24,10 @@ from typing import Literal
 import numpy as np
 
 from simulation.faults import FaultRecord, FaultSet
-from simulation.fleet import DEFAULT_REPAIR_AFTER_S, Fleet, Frame
+from simulation.fleet import DEFAULT_REPAIR_AFTER_S, Fleet
 from simulation.fleet_spec import MAX_FLEET_SIZE, FleetSpec, MachineSpec
 from simulation.models import MODEL_TYPES
-from simulation.spec import STATE_NAMES, SensorSpec
+from simulation.spec import LABELS, LabelSpec, SensorSpec
 
 MAX_RATE_HZ = 1000.0
 MAX_STEPS = 10**9  # a guard against a typo like --duration 1000d --rate 1000
@@ -37,7 +36,6 @@ MAX_STEPS_PER_BATCH = 1 << 16  # keeps progress moving for small fleets
 DEFAULT_START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: simulated time 0, in Unix ms
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)\s*$")
 _UNIT_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-FRAME_TELEMETRY = ("seq", "time_s", "values")  # every other field of a Frame is a label
 # The fields of one entry of the ``faults`` label, with their Arrow types.
 FAULT_FIELDS = (
     ("fault_id", "string"),
@@ -50,19 +48,7 @@ FAULT_FIELDS = (
     ("origin", "string"),
 )
 FAULTS_DTYPE = "list<struct<" + ", ".join(f"{n}: {t}" for n, t in FAULT_FIELDS) + ">>"
-_LABEL_TEXT = {  # unit and description of the labels a Frame has today
-    "state": ("", "Operating state: running, idle, warning, fault or maintenance"),
-    "health": ("1", "Hidden health of the wearing part: 1 new, 0 failed"),
-    "rul_s": (
-        "s",
-        "Remaining useful life in running seconds at the nominal duty; null where undefined",
-    ),
-    "faults": (
-        "",
-        "Active faults, oldest first (fault_id, kind, sensor for a sensor fault, severity, "
-        "onset, onset_s, duration_s, origin)",
-    ),
-}
+_LABEL_DTYPES = {"category": np.int8, "float": np.float64}  # as a Frame holds them
 
 Role = Literal["key", "time", "sensor", "label"]
 
@@ -294,49 +280,23 @@ def type_columns(machine_type: str) -> tuple[ColumnSpec, ...]:
     """Every column of one machine type's file, in file order: keys, time, sensors, labels."""
     model = MODEL_TYPES[machine_type]
     sensors = tuple(sensor_column(sensor) for sensor in model.SENSORS)
-    return (
-        KEY_COLUMNS + sensors + tuple(_label_column(n, v) for n, v in _frame_labels(machine_type))
-    )
+    return KEY_COLUMNS + sensors + tuple(_label_column(label) for label in LABELS)
 
 
-def _frame_labels(machine_type: str) -> list[tuple[str, np.ndarray | FaultSet]]:
-    """The label fields a Frame exposes for this type, with a sample value of each.
-
-    A Frame's fields beyond seq, time_s and values are labels. One step of a one-machine
-    fleet shows which ones are filled and their dtypes, so a label added to Frame is
-    exported without a change here (arrays of any dtype; fault sets).
-    """
-    fleet = Fleet(FleetSpec((MachineSpec("probe", machine_type),)), seed=0, dt_s=1.0)
-    frame = fleet.step()
-    labels = []
-    for field in dataclasses.fields(Frame):
-        slots = getattr(frame, field.name)
-        if field.name in FRAME_TELEMETRY or not slots:
-            continue
-        (sample,) = slots
-        if not isinstance(sample, np.ndarray | FaultSet):
-            raise TypeError(f"Frame.{field.name} holds {type(sample).__name__}; export it here")
-        labels.append((field.name, sample))
-    return labels
-
-
-def _label_column(name: str, sample: np.ndarray | FaultSet) -> ColumnSpec:
-    unit, description = _LABEL_TEXT.get(name, ("", f"Frame.{name}"))
-    if isinstance(sample, FaultSet):
-        dtype, categories = FAULTS_DTYPE, ()
-    elif name == "state":
-        dtype, categories = "dictionary<values=string, indices=int8>", STATE_NAMES
-    elif sample.dtype.kind == "f":
-        dtype, categories = "float32", ()
-    else:
-        dtype, categories = str(sample.dtype), ()
+def _label_column(label: LabelSpec) -> ColumnSpec:
+    """A label as a column: categories as a dictionary, floats as float32, faults as lists."""
+    dtype = {
+        "category": "dictionary<values=string, indices=int8>",
+        "float": "float32",
+        "faults": FAULTS_DTYPE,
+    }[label.kind]
     return ColumnSpec(
-        name=name,
+        name=label.name,
         dtype=dtype,
         role="label",
-        unit=unit,
-        description=description,
-        categories=categories,
+        unit=label.unit,
+        description=label.description,
+        categories=label.categories,
     )
 
 
@@ -349,15 +309,14 @@ def steps_per_batch(count: int, steps: int) -> int:
 class _Buffers:
     """Preallocated ``(steps x count)`` blocks that one batch of steps is copied into."""
 
-    def __init__(self, machine_type: str, sensors: int, steps: int, count: int) -> None:
-        labels = _frame_labels(machine_type)
+    def __init__(self, sensors: int, steps: int, count: int) -> None:
         self.readings = np.empty((sensors, steps, count))
         self.arrays = {
-            name: np.empty((steps, count), dtype=sample.dtype)
-            for name, sample in labels
-            if isinstance(sample, np.ndarray)
+            label.name: np.empty((steps, count), dtype=_LABEL_DTYPES[label.kind])
+            for label in LABELS
+            if label.kind != "faults"
         }
-        self.fault_fields = tuple(name for name, s in labels if isinstance(s, FaultSet))
+        self.fault_fields = tuple(label.name for label in LABELS if label.kind == "faults")
         # Per fault field: (step, set) whenever the set differs from the step before.
         self.fault_changes: dict[str, list[tuple[int, FaultSet]]] = {}
 
@@ -392,7 +351,7 @@ def iter_type_batches(plan: ExportPlan, machine_type: str) -> Iterator[TypeBatch
     sensors = MODEL_TYPES[machine_type].SENSORS
     count = len(spec)
     batch_steps = steps_per_batch(count, plan.steps)
-    buffers = _Buffers(machine_type, len(sensors), batch_steps, count)
+    buffers = _Buffers(len(sensors), batch_steps, count)
     machine_index = np.tile(np.arange(count, dtype=np.int32), batch_steps)
     done = 0
     while done < plan.steps:
