@@ -69,7 +69,9 @@ class LabelEncoder:
                 parts.append(f',"{name}":{json.dumps(faults, separators=(",", ":"))}')
         return "".join(parts)
 
-    def cells(self, frame: Frame, slot: int, column: int, wanted: tuple[str, ...]) -> list[str]:
+    def cells(
+        self, frame: Frame, slot: int, column: int, wanted: tuple[str, ...]
+    ) -> tuple[str, ...]:
         """CSV cells of the wanted labels; faults as ``id:kind:severity`` joined by ``;``."""
         cells = []
         for name in wanted:
@@ -82,7 +84,7 @@ class LabelEncoder:
             else:
                 records = value.of(column)
                 cells.append(";".join(f"{r.fault_id}:{r.kind}:{r.severity:g}" for r in records))
-        return cells
+        return tuple(cells)
 
 
 def _number(value: float, decimals: int, missing: str) -> str:

@@ -98,7 +98,8 @@ async def send_command(request: web.Request) -> web.Response:
     if isinstance(body, web.Response):
         return body
     try:
-        change = await request.app[plant_key].command(machine_id, body.get("command"))
+        command: Any = body.get("command")  # checked by the plant
+        change = await request.app[plant_key].command(machine_id, command)
     except ControlError as error:
         return refusal(request, error)
     return web.json_response(

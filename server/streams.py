@@ -201,11 +201,12 @@ def _query_subscription(request: web.Request, machine_id: str) -> Subscribe:
     every = 1
     if "hz" in query:
         every = rate_divisor(_number(query["hz"], "hz"), settings.tick_hz)
-    since = None
+    since: int | None = None
     if "since" in query:
-        since = _number(query["since"], "since")
-        if not isinstance(since, int) or since < 0:
-            raise ProtocolError("bad_since", f"since must be a non-negative seq, got {since!r}")
+        asked = _number(query["since"], "since")
+        if not isinstance(asked, int) or asked < 0:
+            raise ProtocolError("bad_since", f"since must be a non-negative seq, got {asked!r}")
+        since = asked
     return Subscribe((machine_id,), fields, every, since, None)
 
 

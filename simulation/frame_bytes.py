@@ -79,7 +79,8 @@ def decode_frame(data: bytes | bytearray | memoryview) -> Frame:
         shapes = [_SHAPE.unpack_from(buffer, _HEADER.size + _SHAPE.size * k) for k in range(slots)]
         offset = _HEADER.size + _SHAPE.size * slots
         offset += -offset % 8
-        values, floats = [], {name: [] for name in _FLOAT_LABELS}
+        values: list[np.ndarray] = []
+        floats: dict[str, list[np.ndarray]] = {name: [] for name in _FLOAT_LABELS}
         for sensors, count in shapes:
             array, offset = _view(buffer, offset, _F8, sensors * count)
             values.append(array.reshape(sensors, count))
@@ -103,12 +104,13 @@ def decode_frame(data: bytes | bytearray | memoryview) -> Frame:
         if isinstance(error, FrameBytesError):
             raise
         raise FrameBytesError(f"not a frame: {error}") from None
-    labels = {name: tuple(arrays) for name, arrays in (floats | codes).items()} | faults
+    labels: dict[str, Any] = {name: tuple(arrays) for name, arrays in (floats | codes).items()}
+    labels |= faults
     return Frame(seq=seq, time_s=time_s, values=tuple(values), **labels)
 
 
 def _raw(array: np.ndarray, dtype: np.dtype[Any]) -> memoryview:
-    return memoryview(np.ascontiguousarray(array, dtype=dtype)).cast("B")
+    return np.ascontiguousarray(array, dtype=dtype).data.cast("B")
 
 
 def _view(

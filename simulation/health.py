@@ -30,9 +30,9 @@ class Degradation:
         self.usage_s = np.zeros(count)
         self.life_s = life_s.astype(np.float64)
         self.initial_wear = np.zeros(count)
-        self.exponent = rng.uniform(*SHAPE_EXPONENT, count)
+        self.exponent = np.asarray(rng.uniform(*SHAPE_EXPONENT, count))
         if wear:
-            self.initial_wear = rng.uniform(*INITIAL_WEAR, count)
+            self.initial_wear = np.asarray(rng.uniform(*INITIAL_WEAR, count))
         self._log_span = np.log(2.0 - self.initial_wear)  # ln(2 - d)
 
     def health(self, idx: np.ndarray | slice = slice(None)) -> np.ndarray:

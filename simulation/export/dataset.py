@@ -323,7 +323,7 @@ class _Buffers:
     def fill(self, fleet: Fleet, steps: int) -> None:
         """The hot loop: one fleet step and a few copies per step, nothing else."""
         readings, arrays = self.readings, tuple(self.arrays.items())
-        changes = {name: [] for name in self.fault_fields}
+        changes: dict[str, list[tuple[int, FaultSet]]] = {name: [] for name in self.fault_fields}
         last: dict[str, FaultSet | None] = dict.fromkeys(self.fault_fields)
         for index in range(steps):
             frame = fleet.step()

@@ -213,7 +213,7 @@ class MachineModel(ABC):
         """State codes of this step: alarm-level readings and low health mean 'warning'."""
         hits = readings[self._alarm_rows] >= self._alarm_levels
         if np.count_nonzero(hits):
-            hit = hits.any(axis=0).nonzero()[0]
+            hit = np.flatnonzero(hits.any(axis=0))
             self._alarm_until_s[hit] = self.time_s + ALARM_HOLD_S
             self._alarms_until_s = self.time_s + ALARM_HOLD_S
         inputs = (self.operation.changes, self._health_version)

@@ -463,8 +463,8 @@ class CncMill(MachineModel):
         """Exact first-order gains (spindle, tool) for ``dt_s``; recomputed only when dt changes."""
         if dt_s != self._gain_dt_s:
             self._gain_dt_s = dt_s
-            self._spindle_gain = lag_gain(dt_s, self.spindle_tau_s)
-            self._tool_gain = lag_gain(dt_s, self.tool_tau_s)
+            self._spindle_gain = np.asarray(lag_gain(dt_s, self.spindle_tau_s))
+            self._tool_gain = np.asarray(lag_gain(dt_s, self.tool_tau_s))
         return self._spindle_gain, self._tool_gain
 
     def _update_spindle(self, load: np.ndarray, dt_s: float) -> None:

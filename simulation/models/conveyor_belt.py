@@ -226,7 +226,7 @@ class ConveyorBelt(MachineModel):
         self._gain_dt_s = -1.0
         self._bearing_gain = np.zeros(n)
         self._drive_gain = 0.0
-        self._speed_noise_ou: tuple[np.ndarray | float, ...] = (1.0, 0.0)  # decay, kick; per dt
+        self._speed_noise_ou: tuple[np.ndarray | float, np.ndarray | float] = (1.0, 0.0)  # per dt
 
     def _init_condition(self) -> None:
         """The bearing's wear driver (load cubed) and the factors that wear and faults set."""
@@ -281,7 +281,7 @@ class ConveyorBelt(MachineModel):
     def _step_gains(self, dt_s: float) -> None:
         """Lag gains and speed-noise coefficients for ``dt_s``; recomputed only when dt changes."""
         if dt_s != self._gain_dt_s:
-            self._bearing_gain = lag_gain(dt_s, self.bearing_tau_s)
+            self._bearing_gain = np.asarray(lag_gain(dt_s, self.bearing_tau_s))
             self._drive_gain = float(lag_gain(dt_s, DRIVE_TAU_S))
             self._speed_noise_ou = ou_coefficients(dt_s, SPEED_NOISE_TAU_S, 1.0)
             self._gain_dt_s = dt_s
