@@ -510,6 +510,10 @@ def server_figures(
         "gc_over_20ms_run": gc_over(final),
         "overruns_window": delta("dms_tick_overruns_total"),
         "overruns_run": metric(final, "dms_tick_overruns_total"),
+        # Since the fan-out runs on its own task: frames it passed over for a newer one (a
+        # server with the fan-out inside the tick has no such counter: 0).
+        "fanout_skipped_window": delta("dms_fanout_skipped_total"),
+        "fanout_ms_mean": 1e3 * delta("dms_fanout_seconds_total") / ticks if ticks else None,
         "dropped_window": delta("dms_frames_dropped_total"),
         "dropped_run": metric(final, "dms_frames_dropped_total"),
         "slow_closes_window": delta("dms_slow_consumer_disconnects_total"),
@@ -1412,6 +1416,8 @@ SERVER: tuple[Column, ...] = (
     ("win <=", "{:>6.0f}", "gc_window_worst_ms"),
     ("overrun run", "{:>11.0f}", "overruns_run"),
     ("overrun win", "{:>11.0f}", "overruns_window"),
+    ("fan-out skip win", "{:>16.0f}", "fanout_skipped_window"),
+    ("fan-out ms", "{:>10.1f}", "fanout_ms_mean"),
     ("dropped", "{:>8.0f}", "dropped_run"),
     ("slow", "{:>5.0f}", "slow_closes_run"),
     ("step ms", "{:>7.1f}", "step_ms"),
