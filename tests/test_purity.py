@@ -49,3 +49,27 @@ def test_the_core_never_imports_the_io_layer(path: Path) -> None:
             assert not {alias.name for alias in node.names} & io_modules
         elif isinstance(node, ast.ImportFrom) and node.module:
             assert node.module not in io_modules
+
+
+SERVER = SIMULATION.parent / "server"
+# Where the server may build or change a fleet: the factory, the local frame source and the
+# plant-control service. Everything else works from the catalog and the frames.
+FLEET_OWNERS = {"app.py", "source.py", "plant.py"}
+FLEET_NAMES = {"Fleet", "MachineModel", "MODEL_TYPES"}
+SETTINGS_NAMES = {"settings", "args"}  # ``settings.fleet`` is the fleet file's path
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in SERVER.rglob("*.py") if p.name not in FLEET_OWNERS),
+    ids=lambda p: str(p.relative_to(SERVER)),
+)
+def test_the_server_reads_catalogs_and_frames_not_fleets(path: Path) -> None:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            assert not node.module.startswith("simulation.models")
+            assert not {alias.name for alias in node.names} & FLEET_NAMES
+        elif isinstance(node, ast.Attribute) and node.attr == "fleet":
+            owner = node.value.id if isinstance(node.value, ast.Name) else ""
+            assert owner in SETTINGS_NAMES, f"{path.name}:{node.lineno} reaches into a fleet"
