@@ -3,7 +3,7 @@
 Run: ``python -m bench.export_speed`` (``--quick`` for a simulated hour instead of a day,
 ``--format csv`` for CSV, ``--simulation-only`` to also time stepping the fleets alone).
 Each run writes a real data set into a temporary directory (removed afterwards) through the
-same code as ``python -m simulation export`` and prints machine-samples per second, the wall
+same code as ``python -m server export`` and prints machine-samples per second, the wall
 and CPU time, the ratio to real time, the bytes written and the load average before it.
 
 Targets (Parquet): 1,000 machines x 1 simulated day at 1 Hz (86.4 million samples) in
@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from server.export.runner import ExportResult, run_export
 from simulation.export.dataset import ExportPlan, make_plan, synthetic_fleet
-from simulation.export.runner import ExportResult, run_export
 from simulation.fleet import Fleet
 from simulation.fleet_spec import default_fleet
 

@@ -1,4 +1,5 @@
-"""Command-line entry point: settings from argv and the environment, then run the app."""
+"""Command-line entry point: settings from argv and the environment, then run the app;
+``export ...`` runs the data-set export instead."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from simulation import FleetSpecError
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> None:
-    settings = load_settings(
-        sys.argv[1:] if argv is None else argv, os.environ if environ is None else environ
-    )
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["export"]:
+        from server.export.cli import main as export  # the export alone needs pyarrow
+
+        sys.exit(export(arguments))
+    settings = load_settings(arguments, os.environ if environ is None else environ)
     configure_logging(settings.log_level)
     try:
         app = create_app(settings)

@@ -1,6 +1,5 @@
-"""``python -m simulation export ...``: write a labelled data set (see ``docs/export.md``)."""
+"""The export command moved: it is ``python -m server export`` (the I/O lives in server/)."""
 
-from simulation.export.cli import main
+import sys
 
-if __name__ == "__main__":  # not when a worker process imports this module as __mp_main__
-    raise SystemExit(main())
+sys.exit("python -m simulation export is now: python -m server export (same arguments)")

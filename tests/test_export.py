@@ -1,4 +1,4 @@
-"""``python -m simulation export``: layout, values, formats, reproducibility, errors, nulls."""
+"""``python -m server export``: layout, values, formats, reproducibility, errors, nulls."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 
+from server.export.cli import main
+from server.export.runner import run_export
 from simulation import STATE_NAMES, Fleet, FleetSpec, Frame
 from simulation.export import (
     ExportPlanError,
@@ -21,8 +23,6 @@ from simulation.export import (
     synthetic_fleet,
     type_columns,
 )
-from simulation.export.cli import main
-from simulation.export.runner import run_export
 from simulation.fleet_spec import default_fleet
 from simulation.models import MODEL_TYPES, MachineModel, RoboticArm
 from simulation.models.conveyor_belt import ConveyorBelt
@@ -326,7 +326,7 @@ def test_bad_arguments_exit_2_with_a_clear_message(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert message in err
-    assert "usage: python -m simulation export" in err
+    assert "usage: python -m server export" in err
     assert not (tmp_path / "out").exists()
 
 

@@ -1,9 +1,7 @@
-"""Labelled data-set export: ``python -m simulation export`` (see ``docs/export.md``).
+"""The pure half of the labelled data-set export (plans, columns, numpy batches).
 
-:mod:`simulation.export.dataset` is pure (plans, columns, numpy batches); the I/O shell,
-:mod:`simulation.export.runner` (Arrow, Parquet/CSV writers, worker processes and threads,
-wall-clock timing) and :mod:`simulation.export.cli`, is imported only by the command, so
-``import simulation`` needs neither pyarrow nor tqdm.
+The command, ``python -m server export``, and its I/O (Arrow, Parquet/CSV writers, worker
+processes and threads, wall-clock timing) live in :mod:`server.export` (``docs/export.md``).
 """
 
 from simulation.export.dataset import (

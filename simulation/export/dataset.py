@@ -4,7 +4,7 @@ Nothing here touches a file, a clock or a thread: given a plan (fleet, seed, rat
 duration) :func:`iter_type_batches` steps one machine type's instances and yields its
 samples as column arrays, ``(steps x machines)`` blocks flattened step-major, so the rows
 of one file run ``seq 1: machine 0..n-1, seq 2: machine 0..n-1, ...``. The I/O shell
-(:mod:`simulation.export.runner`) turns them into Arrow batches and writes them.
+(:mod:`server.export.runner`) turns them into Arrow batches and writes them.
 
 Each machine type is simulated by its own :class:`~simulation.Fleet` holding only that
 type's machines. That is exact, not an approximation: a fleet draws each type's random

@@ -1,4 +1,4 @@
-"""``python -m simulation export``: arguments, progress bar and summary around the runner."""
+"""``python -m server export``: arguments, progress bar and summary around the runner."""
 
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ from simulation.fleet_spec import FleetSpec, FleetSpecError, default_fleet, pars
 from simulation.models import MODEL_TYPES
 
 if TYPE_CHECKING:  # the runner imports pyarrow: only when the command runs
-    from simulation.export.runner import ExportResult
+    from server.export.runner import ExportResult
 
-PROG = "python -m simulation"
+PROG = "python -m server"
 INSTALL_HINT = "pip install 'demo-machine-server[export]' (pyarrow and tqdm)"
 
 
@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int
     try:
         from tqdm import tqdm
 
-        from simulation.export.runner import run_export
+        from server.export.runner import run_export
     except ImportError as error:
         print(f"{PROG} export: {error}; install the export extra: {INSTALL_HINT}", file=sys.stderr)
         return 1

@@ -381,7 +381,7 @@ def manifest(
         )
     return {
         "manifest_version": MANIFEST_VERSION,
-        "generator": "python -m simulation export",
+        "generator": "python -m server export",
         "versions": _versions(),
         "seed": plan.seed,
         "fault_rate_per_h": plan.fault_rate_per_h,
