@@ -13,7 +13,6 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 
 import aiohttp_cors
-import numpy as np
 from aiohttp import WSCloseCode, web
 
 from server import api, history, plant_api, streams
@@ -21,6 +20,7 @@ from server.clock import Clock, MonotonicClock
 from server.config import Settings
 from server.engine import Engine
 from server.errors import json_errors
+from server.fleetfile import fresh_seed, load_fleet
 from server.gctuning import GcTuner
 from server.guard import guard_mutations
 from server.hub import Hub
@@ -39,9 +39,7 @@ from server.plant import LocalPlant
 from server.sinks import FrameSink, SinkSet
 from server.source import LocalSource
 from server.store import Store
-from simulation import Fleet, FleetSpec
-from simulation.fleet_spec import default_fleet, parse_fleet
-from simulation.models import MODEL_TYPES
+from simulation import Fleet
 
 UNCORS_PATHS = ("/metrics", "/ws")  # scrapes and WebSockets: no CORS preflight applies
 
@@ -59,7 +57,7 @@ def create_app(
     clock = clock if clock is not None else MonotonicClock()
     seed = settings.seed if settings.seed is not None else fresh_seed()
     fleet = Fleet(
-        load_fleet_spec(settings),
+        load_fleet(settings.fleet)[0],
         seed=seed,
         dt_s=settings.step_s,
         fault_rate_per_h=settings.fault_rate_per_h,
@@ -97,19 +95,6 @@ def create_app(
     app.on_shutdown.append(close_websockets)
     log.info("fleet of %d machine(s), seed %d, %g Hz", catalog.size, seed, settings.tick_hz)
     return app
-
-
-def load_fleet_spec(settings: Settings) -> FleetSpec:
-    """The fleet file's machines, or the seed's three; raises FleetSpecError naming the line."""
-    if settings.fleet is None:
-        return default_fleet()
-    text = settings.fleet.read_text(encoding="utf-8")
-    return parse_fleet(text, str(settings.fleet), MODEL_TYPES)
-
-
-def fresh_seed() -> int:
-    """A random seed, so an unseeded run can still be reproduced from its logged seed."""
-    return int(np.random.SeedSequence().generate_state(1, dtype=np.uint32)[0])
 
 
 async def run_engine(app: web.Application) -> AsyncIterator[None]:

@@ -1,13 +1,20 @@
-"""One typed settings object, filled from CLI flags and the environment (flags win)."""
+"""One typed settings object, filled from CLI flags and the environment (flags win).
+
+Each option is declared once, as a field of :class:`Settings` whose metadata holds its flag,
+environment variable, parser and help (:func:`option`); the command-line parser is generated
+from the fields, and the export command takes the simulation's options from the same fields.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
+from typing import Any
 
 from simulation import DEFAULT_REPAIR_AFTER_S
 
@@ -20,238 +27,64 @@ LOOPBACK_NETWORKS = (ip_network("127.0.0.0/8"), ip_network("::1/128"))
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Settings:
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
-    tick_hz: float = DEFAULT_TICK_HZ
-    speed: float = 1.0
-    fault_rate_per_h: float = 0.0
-    repair_after_s: float = DEFAULT_REPAIR_AFTER_S
-    seed: int | None = None
-    fleet: Path | None = None
-    cors_origins: tuple[str, ...] = ("*",)
-    control_token: str | None = None
-    control_networks: tuple[IPv4Network | IPv6Network, ...] = LOOPBACK_NETWORKS
-    log_level: str = "info"
-    send_buffer_bytes: int = 64 * 1024
-    socket_send_buffer_bytes: int = 128 * 1024
-    stall_timeout_s: float = 5.0
-    max_subscriptions: int = 1000
-    history_seconds: float = 600.0
-    history_max_bytes: int = 512 * 1024 * 1024
-    heartbeat_s: float = 20.0
-    shutdown_timeout_s: float = 5.0
-    gc_freeze: bool = True
+@dataclass(frozen=True, slots=True)
+class Option:
+    """How a setting is given: its flag, its environment variable, how its text is parsed."""
 
-    @property
-    def tick_period_s(self) -> float:
-        return 1.0 / self.tick_hz
-
-    @property
-    def step_s(self) -> float:
-        """Simulated seconds per tick: the tick period times ``speed``."""
-        return self.speed / self.tick_hz
-
-    @property
-    def cors_allows_all(self) -> bool:
-        return "*" in self.cors_origins
+    flag: str
+    env: str
+    parse: Callable[[str], Any] | None  # None: a switch (--x / --no-x)
+    help: str
+    choices: tuple[str, ...] | None = None
 
 
-def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
-    """Parse ``argv`` with defaults from ``environ``; exits with a usage error on bad values."""
-    parser = build_parser(environ)
-    args = parser.parse_args(list(argv))
-    if args.speed / args.tick_hz > MAX_STEP_S:
-        parser.error(
-            f"--speed {args.speed:g} at {args.tick_hz:g} Hz would step "
-            f"{args.speed / args.tick_hz:g} simulated seconds per tick; the models are "
-            f"checked up to {MAX_STEP_S:g} s: lower --speed or raise --tick-hz"
-        )
-    return Settings(
-        host=args.host,
-        port=args.port,
-        tick_hz=args.tick_hz,
-        speed=args.speed,
-        fault_rate_per_h=args.fault_rate,
-        repair_after_s=args.repair_after,
-        seed=args.seed,
-        fleet=args.fleet,
-        cors_origins=args.cors_origins,
-        control_token=args.control_token or None,
-        control_networks=args.control_networks,
-        log_level=args.log_level,
-        send_buffer_bytes=args.send_buffer_bytes,
-        socket_send_buffer_bytes=args.socket_send_buffer_bytes,
-        stall_timeout_s=args.stall_timeout,
-        max_subscriptions=args.max_subscriptions,
-        history_seconds=args.history_seconds,
-        history_max_bytes=args.history_max_bytes,
-        heartbeat_s=args.heartbeat,
-        shutdown_timeout_s=args.shutdown_timeout,
-        gc_freeze=args.gc_freeze,
+def option(
+    default: Any,
+    flag: str,
+    env: str,
+    parse: Callable[[str], Any] | None,
+    help_text: str,
+    *,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """A :class:`Settings` field with its :class:`Option` as metadata."""
+    return dataclasses.field(
+        default=default, metadata={"option": Option(flag, env, parse, help_text, choices)}
     )
 
 
-def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m server",
-        description=(
-            "Demo machine server: simulated industrial machines stepped at a fixed tick rate, "
-            "served over REST and WebSocket. Every option can also be set by the environment "
-            "variable named in its help; a flag wins over the environment."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-
-    def option(flag: str, env: str, default: str | None, help_text: str, **kwargs: object) -> None:
-        parser.add_argument(
-            flag, default=environ.get(env, default), help=f"{help_text} [env {env}]", **kwargs
-        )
-
-    option("--host", "HOST", DEFAULT_HOST, "interface to listen on")
-    option("--port", "PORT", str(DEFAULT_PORT), "TCP port to listen on", type=_port)
-    option(
-        "--tick-hz",
-        "TICK_HZ",
-        str(DEFAULT_TICK_HZ),
-        f"simulation steps (and WebSocket frames) per second, 0 < hz <= {MAX_TICK_HZ:g}",
-        type=_tick_hz,
-    )
-    option(
-        "--speed",
-        "SPEED",
-        "1",
-        "simulated seconds per wall-clock second (timestamps are simulated time); "
-        f"speed / tick-hz may not exceed {MAX_STEP_S:g} s per step",
-        type=_positive_float,
-    )
-    option(
-        "--fault-rate",
-        "FAULT_RATE",
-        "0",
-        "spontaneous faults per machine per simulated hour (seeded, so reproducible)",
-        type=_non_negative_float,
-    )
-    option(
-        "--repair-after",
-        "REPAIR_AFTER",
-        f"{DEFAULT_REPAIR_AFTER_S:g}",
-        "simulated seconds a machine stays in fault before a maintenance crew restores it "
-        "(0: never; then only a 'maintain' command does)",
-        type=_non_negative_float,
-    )
-    option(
-        "--seed",
-        "SEED",
-        None,
-        "seed for every random stream; the same seed and fleet give the same samples at the "
-        "same seq (default: a fresh seed, logged at start-up and shown by GET /)",
-        type=_seed,
-    )
-    option(
-        "--fleet",
-        "FLEET",
-        None,
-        "TOML fleet file declaring the machines (default: robot_01, cnc_01, conveyor_01)",
-        type=Path,
-    )
-    option(
-        "--cors-origins",
-        "CORS_ORIGINS",
-        "*",
-        "comma-separated origins allowed by CORS and for WebSocket handshakes; * allows all",
-        type=_origins,
-    )
-    option(
-        "--control-token",
-        "CONTROL_TOKEN",
-        None,
-        "bearer token required by the endpoints that change the plant (faults, commands); "
-        "without one they are accepted only from --control-networks",
-    )
-    option(
-        "--control-networks",
-        "CONTROL_NETWORKS",
-        ",".join(map(str, LOOPBACK_NETWORKS)),
-        "comma-separated networks trusted to change the plant when no token is set",
-        type=_networks,
-    )
-    option("--log-level", "LOG_LEVEL", "info", "logging level", type=str.lower, choices=LOG_LEVELS)
-    option(
-        "--send-buffer-bytes",
-        "SEND_BUFFER_BYTES",
-        str(64 * 1024),
-        "per-subscriber bound on bytes queued in the server; past it a subscriber skips frames",
-        type=_positive_int,
-    )
-    option(
-        "--socket-send-buffer-bytes",
-        "SOCKET_SEND_BUFFER_BYTES",
-        str(128 * 1024),
-        "kernel send buffer (SO_SNDBUF) of each WebSocket subscriber, bounding what a stalled "
-        "peer holds in the kernel",
-        type=_positive_int,
-    )
-    option(
-        "--stall-timeout",
-        "STALL_TIMEOUT",
-        "5",
-        "seconds a subscriber may stay over its send buffer bound before it is closed "
-        "(1008, 'slow consumer')",
-        type=_positive_float,
-    )
-    option(
-        "--max-subscriptions",
-        "MAX_SUBSCRIPTIONS",
-        "1000",
-        "machines one /ws connection may subscribe to",
-        type=_positive_int,
-    )
-    option(
-        "--history-seconds",
-        "HISTORY_SECONDS",
-        "600",
-        "seconds of past ticks kept for resuming clients and history reads",
-        type=_positive_float,
-    )
-    option(
-        "--history-max-bytes",
-        "HISTORY_MAX_BYTES",
-        str(512 * 1024 * 1024),
-        "memory bound of the history; a large fleet keeps fewer seconds than asked (logged)",
-        type=_positive_int,
-    )
-    option(
-        "--heartbeat",
-        "HEARTBEAT",
-        "20",
-        "seconds between WebSocket pings; a peer that misses the pong is dropped",
-        type=_positive_float,
-    )
-    option(
-        "--shutdown-timeout",
-        "SHUTDOWN_TIMEOUT",
-        "5",
-        "seconds to wait for connections to finish on SIGTERM/Ctrl+C",
-        type=_positive_float,
-    )
-    parser.add_argument(
-        "--gc-freeze",
-        action=argparse.BooleanOptionalAction,
-        default=environ.get("GC_FREEZE", "1").lower() not in ("0", "false", "no", "off"),
-        help="freeze long-lived objects once connections settle, so full GC passes stay short "
-        "with thousands of connections [env GC_FREEZE]",
-    )
-    return parser
+def _parse_origins(text: str) -> tuple[str, ...]:
+    origins = tuple(origin.strip().rstrip("/") for origin in text.split(",") if origin.strip())
+    if not origins:
+        raise argparse.ArgumentTypeError("give at least one origin, or * for all")
+    return origins
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    if level != "debug":
-        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+def _parse_networks(text: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    try:
+        networks = tuple(ip_network(part.strip()) for part in text.split(",") if part.strip())
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if not networks:
+        raise argparse.ArgumentTypeError("give at least one network, e.g. 127.0.0.0/8")
+    return networks
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
 
 
 def _port(text: str) -> int:
@@ -277,23 +110,6 @@ def _seed(text: str) -> int:
     return value
 
 
-def _origins(text: str) -> tuple[str, ...]:
-    origins = tuple(origin.strip().rstrip("/") for origin in text.split(",") if origin.strip())
-    if not origins:
-        raise argparse.ArgumentTypeError("give at least one origin, or * for all")
-    return origins
-
-
-def _networks(text: str) -> tuple[IPv4Network | IPv6Network, ...]:
-    try:
-        networks = tuple(ip_network(part.strip()) for part in text.split(",") if part.strip())
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    if not networks:
-        raise argparse.ArgumentTypeError("give at least one network, e.g. 127.0.0.0/8")
-    return networks
-
-
 def _positive_int(text: str) -> int:
     value = _int(text)
     if value <= 0:
@@ -315,18 +131,242 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+def _token(text: str) -> str | None:
+    return text or None  # an empty CONTROL_TOKEN means none
 
 
-def _float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
-    return value
+def _switch(text: str) -> bool:
+    return text.lower() not in ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    host: str = option(DEFAULT_HOST, "--host", "HOST", str, "interface to listen on")
+    port: int = option(DEFAULT_PORT, "--port", "PORT", _port, "TCP port to listen on")
+    tick_hz: float = option(
+        DEFAULT_TICK_HZ,
+        "--tick-hz",
+        "TICK_HZ",
+        _tick_hz,
+        f"simulation steps (and WebSocket frames) per second, 0 < hz <= {MAX_TICK_HZ:g}",
+    )
+    speed: float = option(
+        1.0,
+        "--speed",
+        "SPEED",
+        _positive_float,
+        "simulated seconds per wall-clock second (timestamps are simulated time); "
+        f"speed / tick-hz may not exceed {MAX_STEP_S:g} s per step",
+    )
+    fault_rate_per_h: float = option(
+        0.0,
+        "--fault-rate",
+        "FAULT_RATE",
+        _non_negative_float,
+        "spontaneous faults per machine per simulated hour (seeded, so reproducible)",
+    )
+    repair_after_s: float = option(
+        DEFAULT_REPAIR_AFTER_S,
+        "--repair-after",
+        "REPAIR_AFTER",
+        _non_negative_float,
+        "simulated seconds a machine stays in fault before a maintenance crew restores it "
+        "(0: never; then only a 'maintain' command does)",
+    )
+    seed: int | None = option(
+        None,
+        "--seed",
+        "SEED",
+        _seed,
+        "seed for every random stream; the same seed and fleet give the same samples at the "
+        "same seq (default: a fresh seed, recorded: the server logs it and shows it on GET /, "
+        "the export writes it to its manifest)",
+    )
+    fleet: Path | None = option(
+        None,
+        "--fleet",
+        "FLEET",
+        Path,
+        "TOML fleet file declaring the machines (default: robot_01, cnc_01, conveyor_01)",
+    )
+    cors_origins: tuple[str, ...] = option(
+        ("*",),
+        "--cors-origins",
+        "CORS_ORIGINS",
+        _parse_origins,
+        "comma-separated origins allowed by CORS and for WebSocket handshakes; * allows all",
+    )
+    control_token: str | None = option(
+        None,
+        "--control-token",
+        "CONTROL_TOKEN",
+        _token,
+        "bearer token required by the endpoints that change the plant (faults, commands); "
+        "without one they are accepted only from --control-networks",
+    )
+    control_networks: tuple[IPv4Network | IPv6Network, ...] = option(
+        LOOPBACK_NETWORKS,
+        "--control-networks",
+        "CONTROL_NETWORKS",
+        _parse_networks,
+        "comma-separated networks trusted to change the plant when no token is set",
+    )
+    log_level: str = option(
+        "info", "--log-level", "LOG_LEVEL", str.lower, "logging level", choices=LOG_LEVELS
+    )
+    send_buffer_bytes: int = option(
+        64 * 1024,
+        "--send-buffer-bytes",
+        "SEND_BUFFER_BYTES",
+        _positive_int,
+        "per-subscriber bound on bytes queued in the server; past it a subscriber skips frames",
+    )
+    socket_send_buffer_bytes: int = option(
+        128 * 1024,
+        "--socket-send-buffer-bytes",
+        "SOCKET_SEND_BUFFER_BYTES",
+        _positive_int,
+        "kernel send buffer (SO_SNDBUF) of each WebSocket subscriber, bounding what a stalled "
+        "peer holds in the kernel",
+    )
+    stall_timeout_s: float = option(
+        5.0,
+        "--stall-timeout",
+        "STALL_TIMEOUT",
+        _positive_float,
+        "seconds a subscriber may stay over its send buffer bound before it is closed "
+        "(1008, 'slow consumer')",
+    )
+    max_subscriptions: int = option(
+        1000,
+        "--max-subscriptions",
+        "MAX_SUBSCRIPTIONS",
+        _positive_int,
+        "machines one /ws connection may subscribe to",
+    )
+    history_seconds: float = option(
+        600.0,
+        "--history-seconds",
+        "HISTORY_SECONDS",
+        _positive_float,
+        "seconds of past ticks kept for resuming clients and history reads",
+    )
+    history_max_bytes: int = option(
+        512 * 1024 * 1024,
+        "--history-max-bytes",
+        "HISTORY_MAX_BYTES",
+        _positive_int,
+        "memory bound of the history; a large fleet keeps fewer seconds than asked (logged)",
+    )
+    heartbeat_s: float = option(
+        20.0,
+        "--heartbeat",
+        "HEARTBEAT",
+        _positive_float,
+        "seconds between WebSocket pings; a peer that misses the pong is dropped",
+    )
+    shutdown_timeout_s: float = option(
+        5.0,
+        "--shutdown-timeout",
+        "SHUTDOWN_TIMEOUT",
+        _positive_float,
+        "seconds to wait for connections to finish on SIGTERM/Ctrl+C",
+    )
+    gc_freeze: bool = option(
+        True,
+        "--gc-freeze",
+        "GC_FREEZE",
+        None,
+        "freeze long-lived objects once connections settle, so full GC passes stay short "
+        "with thousands of connections",
+    )
+
+    @property
+    def tick_period_s(self) -> float:
+        return 1.0 / self.tick_hz
+
+    @property
+    def step_s(self) -> float:
+        """Simulated seconds per tick: the tick period times ``speed``."""
+        return self.speed / self.tick_hz
+
+    @property
+    def cors_allows_all(self) -> bool:
+        return "*" in self.cors_origins
+
+
+SIMULATION_OPTIONS = ("fleet", "seed", "fault_rate_per_h", "repair_after_s")  # shared with export
+
+
+def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
+    """Parse ``argv`` with defaults from ``environ``; exits with a usage error on bad values."""
+    parser = build_parser(environ)
+    args = parser.parse_args(list(argv))
+    if args.speed / args.tick_hz > MAX_STEP_S:
+        parser.error(
+            f"--speed {args.speed:g} at {args.tick_hz:g} Hz would step "
+            f"{args.speed / args.tick_hz:g} simulated seconds per tick; the models are "
+            f"checked up to {MAX_STEP_S:g} s: lower --speed or raise --tick-hz"
+        )
+    return Settings(
+        **{field.name: getattr(args, field.name) for field in dataclasses.fields(Settings)}
+    )
+
+
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m server",
+        description=(
+            "Demo machine server: simulated industrial machines stepped at a fixed tick rate, "
+            "served over REST and WebSocket. Every option can also be set by the environment "
+            "variable named in its help; a flag wins over the environment. "
+            "'python -m server export --help' describes the data-set export."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_options(parser, (field.name for field in dataclasses.fields(Settings)), environ)
+    return parser
+
+
+def add_options(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    names: Iterable[str],
+    environ: Mapping[str, str] | None,
+) -> None:
+    """Add the options of the named settings; defaults from ``environ`` when it is given."""
+    fields = {field.name: field for field in dataclasses.fields(Settings)}
+    for name in names:
+        field = fields[name]
+        spec: Option = field.metadata["option"]
+        text = None if environ is None else environ.get(spec.env)
+        help_text = spec.help if environ is None else f"{spec.help} [env {spec.env}]"
+        if spec.parse is None:
+            default = field.default if text is None else _switch(text)
+            parser.add_argument(
+                spec.flag,
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=default,
+                help=help_text,
+            )
+        else:
+            default = field.default
+            if isinstance(default, tuple):  # given (and shown in --help) as a comma list
+                default = ",".join(map(str, default))
+            parser.add_argument(
+                spec.flag,
+                dest=name,
+                metavar=spec.flag.removeprefix("--").upper().replace("-", "_"),
+                type=spec.parse,
+                default=default if text is None else text,
+                choices=spec.choices,
+                help=help_text,
+            )
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if level != "debug":
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

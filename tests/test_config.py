@@ -83,6 +83,22 @@ def test_bad_values_stop_with_a_usage_error(
 
 
 def test_help_names_each_environment_variable() -> None:
-    text = build_parser({}).format_help()
+    text = " ".join(build_parser({}).format_help().split())  # as wrapped for any width
     for variable in ("PORT", "HOST", "TICK_HZ", "SEED", "FLEET", "CORS_ORIGINS", "LOG_LEVEL"):
         assert f"[env {variable}]" in text
+
+
+def test_the_export_takes_the_simulation_options_from_the_same_declarations(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from server.export.cli import build_parser as export_parser
+
+    server_help = build_parser({}).format_help()
+    export_help = export_parser()._subparsers._group_actions[0].choices["export"].format_help()
+    for flag in ("--fleet", "--seed", "--fault-rate", "--repair-after"):
+        assert flag in server_help
+        assert flag in export_help
+    assert "[env" not in export_help  # an export is reproducible from its arguments alone
+    with pytest.raises(SystemExit):
+        export_parser().parse_args(["export", "--out", "x", "--seed", "-3"])
+    assert "seed must be a non-negative integer" in capsys.readouterr().err

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import secrets
 import sys
 from collections.abc import Sequence
 from concurrent.futures.process import BrokenProcessPool
@@ -12,6 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from server.config import add_options
+from server.fleetfile import fresh_seed, load_fleet
 from simulation.export.dataset import (
     DEFAULT_START_MS,
     ExportPlan,
@@ -20,9 +21,7 @@ from simulation.export.dataset import (
     parse_duration,
     synthetic_fleet,
 )
-from simulation.fleet import DEFAULT_REPAIR_AFTER_S
-from simulation.fleet_spec import FleetSpec, FleetSpecError, default_fleet, parse_fleet
-from simulation.models import MODEL_TYPES
+from simulation.fleet_spec import FleetSpec, FleetSpecError
 
 if TYPE_CHECKING:  # the runner imports pyarrow: only when the command runs
     from server.export.runner import ExportResult
@@ -41,37 +40,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a labelled data set (Parquet or CSV) for a fleet, faster than real time",
         description=(
             "Simulate a fleet for a simulated duration and write one file per machine type "
-            "plus manifest.json. The same arguments give byte-identical files."
+            "plus manifest.json. The same arguments give byte-identical files: unlike the "
+            "server, the export reads no environment variables."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     fleet = export.add_mutually_exclusive_group()
-    fleet.add_argument(
-        "--fleet", type=Path, help="TOML fleet file (default: the seed's three machines)"
-    )
+    add_options(fleet, ("fleet",), None)
     fleet.add_argument(
         "--machines", type=int, help="a synthetic fleet of N machines in equal shares of the types"
     )
-    export.add_argument(
-        "--seed", type=int, help="seed of every random stream (default: a fresh one, recorded)"
-    )
+    add_options(export, ("seed", "fault_rate_per_h", "repair_after_s"), None)
     export.add_argument(
         "--duration", default="1h", help="simulated time: seconds, or with a unit: 90m, 24h, 1d"
     )
     export.add_argument(
         "--rate", type=float, default=10.0, help="samples per machine per simulated second (Hz)"
-    )
-    export.add_argument(
-        "--fault-rate",
-        type=float,
-        default=0.0,
-        help="spontaneous faults per machine per simulated hour (seeded, labelled)",
-    )
-    export.add_argument(
-        "--repair-after",
-        type=float,
-        default=DEFAULT_REPAIR_AFTER_S,
-        help="simulated seconds a machine stays in fault before a crew maintains it (0: never)",
     )
     export.add_argument("--format", choices=("parquet", "csv"), default="parquet")
     export.add_argument("--out", type=Path, required=True, help="output directory (created)")
@@ -137,7 +121,7 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int
 
 def _plan_from_args(args: argparse.Namespace) -> tuple[ExportPlan, dict[str, Any]]:
     fleet, fleet_info = _fleet_from_args(args)
-    seed = secrets.randbelow(2**32) if args.seed is None else args.seed
+    seed = fresh_seed() if args.seed is None else args.seed
     return (
         make_plan(
             fleet,
@@ -145,8 +129,8 @@ def _plan_from_args(args: argparse.Namespace) -> tuple[ExportPlan, dict[str, Any
             rate_hz=args.rate,
             duration_s=parse_duration(args.duration),
             start_ms=_parse_start(args.start),
-            fault_rate_per_h=args.fault_rate,
-            repair_after_s=args.repair_after,
+            fault_rate_per_h=args.fault_rate_per_h,
+            repair_after_s=args.repair_after_s,
         ),
         fleet_info,
     )
@@ -155,10 +139,9 @@ def _plan_from_args(args: argparse.Namespace) -> tuple[ExportPlan, dict[str, Any
 def _fleet_from_args(args: argparse.Namespace) -> tuple[FleetSpec, dict[str, Any]]:
     if args.machines is not None:
         return synthetic_fleet(args.machines), {"source": "synthetic", "count": args.machines}
-    if args.fleet is None:
-        return default_fleet(), {"source": "default"}
-    text = args.fleet.read_text("utf-8")
-    fleet = parse_fleet(text, str(args.fleet), MODEL_TYPES)
+    fleet, text = load_fleet(args.fleet)
+    if text is None:
+        return fleet, {"source": "default"}
     digest = hashlib.sha256(text.encode()).hexdigest()
     return fleet, {"source": "file", "name": args.fleet.name, "sha256": digest, "toml": text}
 
