@@ -131,6 +131,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _log_level(text: str) -> str:
+    level = text.lower()
+    if level not in LOG_LEVELS:  # argparse checks choices for flags, not for env defaults
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {LOG_LEVELS})")
+    return level
+
+
 def _token(text: str) -> str | None:
     return text or None  # an empty CONTROL_TOKEN means none
 
@@ -212,7 +219,7 @@ class Settings:
         "comma-separated networks trusted to change the plant when no token is set",
     )
     log_level: str = option(
-        "info", "--log-level", "LOG_LEVEL", str.lower, "logging level", choices=LOG_LEVELS
+        "info", "--log-level", "LOG_LEVEL", _log_level, "logging level", choices=LOG_LEVELS
     )
     send_buffer_bytes: int = option(
         64 * 1024,
@@ -356,7 +363,9 @@ def add_options(
             parser.add_argument(
                 spec.flag,
                 dest=name,
-                metavar=spec.flag.removeprefix("--").upper().replace("-", "_"),
+                metavar=None
+                if spec.choices
+                else spec.flag.removeprefix("--").upper().replace("-", "_"),
                 type=spec.parse,
                 default=default if text is None else text,
                 choices=spec.choices,

@@ -2,4 +2,7 @@
 
 import sys
 
-sys.exit("python -m simulation export is now: python -m server export (same arguments)")
+print(
+    "python -m simulation export is now: python -m server export (same arguments)", file=sys.stderr
+)
+sys.exit(2)

@@ -67,6 +67,7 @@ def test_flags_win_over_the_environment() -> None:
         (["--tick-hz", "nan"], {}, "not a finite number"),
         (["--seed", "-3"], {}, "seed must be a non-negative integer"),
         (["--log-level", "loud"], {}, "invalid choice: 'loud'"),
+        ([], {"LOG_LEVEL": "loud"}, "invalid choice: 'loud'"),
         (["--cors-origins", " , "], {}, "give at least one origin"),
         (["--stall-timeout", "0"], {}, "must be a positive number"),
         (["--speed", "500"], {}, "would step 50 simulated seconds per tick"),
