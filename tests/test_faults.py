@@ -27,8 +27,8 @@ def run(model: MachineModel, dt_s: float, steps: int) -> np.ndarray:
     return np.stack([model.step(dt_s) for _ in range(steps)])
 
 
-def span(model: MachineModel, row: int) -> float:
-    sensor = model.SENSORS[row]
+def span(model: MachineModel, name: str) -> float:
+    sensor = model.SENSORS[model.ROW[name]]
     return sensor.typical_max - sensor.typical_min
 
 
@@ -40,11 +40,12 @@ def test_a_stuck_sensor_repeats_its_last_value_until_cleared() -> None:
     before = run(arm, 0.1, 50)[-1]
     record = arm.inject_fault(3, FaultRequest(kind="stuck", severity=0.5, sensor="joint_1_angle"))
     stuck = run(arm, 0.1, 100)
-    assert np.all(stuck[:, 0, 3] == before[0, 3])
-    assert np.unique(stuck[:, 0, 4]).size > 50  # the others still move
-    assert np.unique(stuck[:, 1, 3]).size > 50  # and so do its other sensors
+    angle, temperature = arm.ROW["joint_1_angle"], arm.ROW["temperature_core"]
+    assert np.all(stuck[:, angle, 3] == before[angle, 3])
+    assert np.unique(stuck[:, angle, 4]).size > 50  # the others still move
+    assert np.unique(stuck[:, temperature, 3]).size > 50  # and so do its other sensors
     arm.clear_fault(3, record.fault_id)
-    assert np.unique(run(arm, 0.1, 50)[:, 0, 3]).size > 25
+    assert np.unique(run(arm, 0.1, 50)[:, angle, 3]).size > 25
 
 
 def test_a_dropout_gives_nan_and_only_there() -> None:
@@ -53,11 +54,12 @@ def test_a_dropout_gives_nan_and_only_there() -> None:
     belt.inject_fault(2, FaultRequest(kind="dropout", severity=1.0, sensor="bearing_temperature"))
     belt.inject_fault(5, FaultRequest(kind="dropout", severity=0.5, sensor="motor_load"))
     readings = run(belt, 0.1, 2000)
-    assert np.isnan(readings[:, 2, 2]).all()
-    share = np.isnan(readings[:, 1, 5]).mean()
+    bearing, load = belt.ROW["bearing_temperature"], belt.ROW["motor_load"]
+    assert np.isnan(readings[:, bearing, 2]).all()
+    share = np.isnan(readings[:, load, 5]).mean()
     assert 0.45 < share < 0.55  # severity = probability of a missing sample
-    readings[:, 2, 2] = 0.0
-    readings[:, 1, 5] = 0.0
+    readings[:, bearing, 2] = 0.0
+    readings[:, load, 5] = 0.0
     assert np.isfinite(readings).all()
 
 
@@ -68,8 +70,9 @@ def test_a_bias_adds_a_constant_share_of_the_span(onset: str) -> None:
         7, FaultRequest(kind="bias", severity=0.4, onset=onset, sensor="tool_temperature")
     )
     dt_s = 1.0
-    offset = run(faulty, dt_s, 900)[:, 1, 7] - run(clean, dt_s, 900)[:, 1, 7]
-    full = BIAS_SPAN * span(faulty, 1) * 0.4
+    tool = faulty.ROW["tool_temperature"]
+    offset = run(faulty, dt_s, 900)[:, tool, 7] - run(clean, dt_s, 900)[:, tool, 7]
+    full = BIAS_SPAN * span(faulty, "tool_temperature") * 0.4
     elapsed = dt_s * np.arange(1, 901)
     expected = full * (np.minimum(elapsed / RAMP_S, 1.0) if onset == "ramp" else 1.0)
     np.testing.assert_allclose(offset, expected, atol=1e-9)
@@ -81,9 +84,11 @@ def test_a_drift_grows_linearly_and_a_duration_ends_it() -> None:
         4, FaultRequest(kind="drift", severity=1.0, duration_s=1800.0, sensor="bearing_temperature")
     )
     dt_s = 10.0
-    offset = run(faulty, dt_s, 360)[:, 2, 4] - run(clean, dt_s, 360)[:, 2, 4]
+    bearing = faulty.ROW["bearing_temperature"]
+    offset = run(faulty, dt_s, 360)[:, bearing, 4] - run(clean, dt_s, 360)[:, bearing, 4]
     elapsed_h = dt_s * np.arange(1, 361) / 3600.0
-    expected = np.where(elapsed_h < 0.5, DRIFT_SPAN_PER_H * span(faulty, 2) * elapsed_h, 0.0)
+    drift_per_h = DRIFT_SPAN_PER_H * span(faulty, "bearing_temperature")
+    expected = np.where(elapsed_h < 0.5, drift_per_h * elapsed_h, 0.0)
     np.testing.assert_allclose(offset, expected, atol=1e-9)
     assert len(faulty.faults) == 0
 
@@ -91,8 +96,9 @@ def test_a_drift_grows_linearly_and_a_duration_ends_it() -> None:
 def test_a_noise_burst_adds_noise_of_the_stated_size() -> None:
     faulty, clean = twins(RoboticArm)
     faulty.inject_fault(1, FaultRequest(kind="noise", severity=0.5, sensor="power_consumption"))
-    difference = run(faulty, 0.1, 4000)[:, 3] - run(clean, 0.1, 4000)[:, 3]
-    expected_std = NOISE_SPAN * span(faulty, 3) * 0.5
+    power = faulty.ROW["power_consumption"]
+    difference = run(faulty, 0.1, 4000)[:, power] - run(clean, 0.1, 4000)[:, power]
+    expected_std = NOISE_SPAN * span(faulty, "power_consumption") * 0.5
     assert np.std(difference[:, 1]) == pytest.approx(expected_std, rel=0.05)
     assert abs(np.mean(difference[:, 1])) < 0.1 * expected_std
     assert np.all(difference[:, [0, 2, 3]] == 0.0)  # the other machines are untouched
@@ -103,9 +109,10 @@ def test_an_intermittent_fault_comes_and_goes() -> None:
     faulty.inject_fault(
         0, FaultRequest(kind="bias", severity=1.0, onset="intermittent", sensor="vibration_level")
     )
-    offset = run(faulty, 1.0, 3600)[:, 2, 0] - run(clean, 1.0, 3600)[:, 2, 0]
+    vibration = faulty.ROW["vibration_level"]
+    offset = run(faulty, 1.0, 3600)[:, vibration, 0] - run(clean, 1.0, 3600)[:, vibration, 0]
     on = offset > 0.0
-    np.testing.assert_allclose(offset[on], BIAS_SPAN * span(faulty, 2))
+    np.testing.assert_allclose(offset[on], BIAS_SPAN * span(faulty, "vibration_level"))
     assert 0.15 < on.mean() < 0.55  # its duty cycle is 0.2 to 0.5
     assert np.count_nonzero(np.diff(on.astype(int)) == 1) >= 25  # period 20-120 s
 
@@ -113,7 +120,7 @@ def test_an_intermittent_fault_comes_and_goes() -> None:
 def test_an_integer_sensor_stays_integer_under_bias() -> None:
     belt = ConveyorBelt(5, np.random.default_rng(SEED), steady=True)
     belt.inject_fault(0, FaultRequest(kind="bias", severity=0.3, sensor="items_processed"))
-    readings = run(belt, 1.0, 100)[:, 3]
+    readings = run(belt, 1.0, 100)[:, belt.ROW["items_processed"]]
     assert np.array_equal(readings, np.round(readings))
 
 
@@ -123,13 +130,14 @@ def test_an_integer_sensor_stays_integer_under_bias() -> None:
 def test_a_bearing_defect_drives_bearing_temperature_past_its_alarm_within_25_minutes() -> None:
     """docs/models/conveyor_belt.md: severity 1 passes the 75 °C alarm within 25 min of running."""
     belt = ConveyorBelt(200, np.random.default_rng(SEED), steady=True)
-    alarm = belt.SENSORS[2].alarm
+    bearing = belt.ROW["bearing_temperature"]
+    alarm = belt.SENSORS[bearing].alarm
     assert alarm is not None
-    healthy = run(belt, 10.0, 360)[:, 2]  # an hour from cold: a healthy bearing stays cool
-    assert healthy.max() < belt.SENSORS[2].warning
+    healthy = run(belt, 10.0, 360)[:, bearing]  # an hour from cold: a healthy bearing stays cool
+    assert healthy.max() < belt.SENSORS[bearing].warning
     for instance in range(belt.count):
         belt.inject_fault(instance, FaultRequest(kind="bearing_defect", severity=1.0))
-    hot = run(belt, 10.0, 150)[:, 2]
+    hot = run(belt, 10.0, 150)[:, bearing]
     assert np.all(hot.max(axis=0) >= alarm)
     first = np.argmax(hot >= alarm, axis=0)
     assert np.all((first + 1) * 10.0 <= 25 * 60)
@@ -146,20 +154,21 @@ def test_a_bearing_defect_raises_the_bearing_vibration_at_once() -> None:
         faulty.inject_fault(
             instance, FaultRequest(kind="bearing_defect", severity=float(severity[instance]))
         )
-    alarm = faulty.SENSORS[4].alarm
+    vibration = faulty.ROW["vibration_bearing"]
+    alarm = faulty.SENSORS[vibration].alarm
     assert alarm is not None
     first = faulty.step(1.0)
     clean.step(1.0)
-    assert np.all(first[4, -4:] >= alarm)  # severity 0.9 and up: zone D at once
+    assert np.all(first[vibration, -4:] >= alarm)  # severity 0.9 and up: zone D at once
     assert np.all(faulty.state[-4:] == 2)  # an alarm-level reading: warning
-    added = run(faulty, 1.0, 600)[:, 4] - run(clean, 1.0, 600)[:, 4]
+    added = run(faulty, 1.0, 600)[:, vibration] - run(clean, 1.0, 600)[:, vibration]
     # The reading's scatter (+-15 %, mean 1) multiplies the whole level.
     np.testing.assert_allclose(added.mean(axis=0), DEFECT_VIBRATION_MM_S * severity, rtol=0.03)
     # Cleared, the bearing of a steady belt (no wear) shakes as before.
     for instance in range(faulty.count):
         (record,) = faulty.faults.of(instance)
         faulty.clear_fault(instance, record.fault_id)
-    after = run(faulty, 1.0, 600)[:, 4] - run(clean, 1.0, 600)[:, 4]
+    after = run(faulty, 1.0, 600)[:, vibration] - run(clean, 1.0, 600)[:, vibration]
     assert np.abs(after.mean(axis=0)).max() < 0.05
 
 
@@ -175,7 +184,10 @@ def test_a_bearing_defect_shortens_the_remaining_life() -> None:
 def test_spindle_imbalance_adds_vibration_growing_with_speed_squared() -> None:
     faulty, clean = twins(CncMill)
     faulty.inject_fault(2, FaultRequest(kind="spindle_imbalance", severity=0.5))
-    added = (run(faulty, 0.1, 3000)[:, 5, 2] - run(clean, 0.1, 3000)[:, 5, 2]).mean()
+    vibration = faulty.ROW["vibration_spindle"]
+    added = (
+        run(faulty, 0.1, 3000)[:, vibration, 2] - run(clean, 0.1, 3000)[:, vibration, 2]
+    ).mean()
     # The reading's lognormal scatter (mean exp(0.15^2 / 2)) multiplies the whole level.
     scatter_mean = np.exp(0.15**2 / 2)
     speed_ratio = faulty._spindle_rpm[2] / faulty.spindle_setpoint_rpm[2]
@@ -183,15 +195,16 @@ def test_spindle_imbalance_adds_vibration_growing_with_speed_squared() -> None:
     assert added == pytest.approx(expected, rel=0.05)
     faulty.command(2, "stop")
     run(faulty, 0.1, 50)
-    assert faulty.step(0.1)[5, 2] < 0.05  # a stopped spindle does not shake
+    assert faulty.step(0.1)[vibration, 2] < 0.05  # a stopped spindle does not shake
 
 
 def test_overheating_raises_the_core_temperature_through_the_thermal_lag() -> None:
     faulty, clean = twins(RoboticArm, 50)
     for instance in range(faulty.count):
         faulty.inject_fault(instance, FaultRequest(kind="overheating", severity=1.0))
-    hot = run(faulty, 10.0, 6 * 360)[-60:, 1].mean(axis=0)  # after 6 h, > 9 time constants
-    cool = run(clean, 10.0, 6 * 360)[-60:, 1].mean(axis=0)
+    core = faulty.ROW["temperature_core"]
+    hot = run(faulty, 10.0, 6 * 360)[-60:, core].mean(axis=0)  # after 6 h, > 9 time constants
+    cool = run(clean, 10.0, 6 * 360)[-60:, core].mean(axis=0)
     np.testing.assert_allclose(hot - faulty.ambient_c, 2.5 * (cool - clean.ambient_c), rtol=0.03)
 
 
@@ -201,7 +214,8 @@ def test_belt_slip_slows_the_belt_even_when_empty() -> None:
         belt.mean_arrival_rate_per_s[:] = 0.0
         belt.arrival_rate_per_s[:] = 0.0
     faulty.inject_fault(6, FaultRequest(kind="belt_slip", severity=1.0))
-    ratio = run(faulty, 0.5, 600)[:, 0, 6].mean() / run(clean, 0.5, 600)[:, 0, 6].mean()
+    speed = faulty.ROW["belt_speed"]
+    ratio = run(faulty, 0.5, 600)[:, speed, 6].mean() / run(clean, 0.5, 600)[:, speed, 6].mean()
     assert ratio == pytest.approx(1.0 - 0.08, abs=0.005)
 
 

@@ -71,8 +71,8 @@ def test_tool_wear_raises_spindle_vibration_and_a_tool_change_resets_it() -> Non
     usage = np.empty((steps, mill.count))
     for k in range(steps):
         readings = mill.step(dt_s)
-        vibration[k] = readings[5]
-        counted[k] = readings[6]
+        vibration[k] = readings[mill.ROW["vibration_spindle"]]
+        counted[k] = readings[mill.ROW["tool_changes"]]
         health[k] = mill.health
         cutting[k] = mill.cutting_load > 0.0
         changes[k] = mill.tool_changes
@@ -120,10 +120,11 @@ def test_maintenance_puts_a_new_tool_in_and_counts_it() -> None:
     mill = CncMill(5, np.random.default_rng(SEED))
     for _ in range(600):
         mill.step(1.0)
-    before = mill.step(1.0)[6]
+    tool_changes = mill.ROW["tool_changes"]
+    before = mill.step(1.0)[tool_changes]
     worn = mill.wear.usage_s.copy()
     assert mill.command(2, "maintain") == State.MAINTENANCE
-    after = mill.step(1.0)[6]
+    after = mill.step(1.0)[tool_changes]
     np.testing.assert_array_equal(after - before, [0, 0, 1, 0, 0])
     assert mill.wear.usage_s[2] == 0.0  # maintenance holds the feed: the new tool is unused
     assert worn[2] > 0.0
@@ -144,7 +145,8 @@ def test_a_worn_gearbox_draws_more_power_and_heats_and_shakes_more_for_the_same_
     for _ in range(360):  # an hour, less than the worn arms' remaining life
         new_readings, worn_readings = new.step(10.0), worn.step(10.0)
     assert np.all(worn.state != FAULT)
-    np.testing.assert_array_equal(new_readings[0], worn_readings[0])  # the same motion
+    angle = new.ROW["joint_1_angle"]
+    np.testing.assert_array_equal(new_readings[angle], worn_readings[angle])  # the same motion
     moving = new.speed_dps > 0.0
     assert moving.sum() > 10
     assert np.all(worn.power_w[moving] > new.power_w[moving] + 10.0)
@@ -154,21 +156,22 @@ def test_a_worn_gearbox_draws_more_power_and_heats_and_shakes_more_for_the_same_
 
 def test_a_worn_bearing_runs_hotter_shakes_drags_and_slips_more() -> None:
     new, worn = twins(ConveyorBelt, 50)
+    vibration, load = new.ROW["vibration_bearing"], new.ROW["motor_load"]
     shakes = []  # vibration of the worn bearings above the new ones', when both run
     for _ in range(360):  # an hour, less than the worn bearings' remaining life
         new_readings, worn_readings = new.step(10.0), worn.step(10.0)
         both = (new.operation.running == 1.0) & (worn.operation.running == 1.0)
         expected = WEAR_VIBRATION_MM_S * (1.0 - worn.health[both])
-        shakes.append((worn_readings[4][both] - new_readings[4][both]) / expected)
-        assert np.all(worn_readings[4][both] > new_readings[4][both] + 0.5)
+        shakes.append((worn_readings[vibration][both] - new_readings[vibration][both]) / expected)
+        assert np.all(worn_readings[vibration][both] > new_readings[vibration][both] + 0.5)
     assert np.all(worn.state != FAULT)
     running = new.operation.running == 1.0
     assert running.sum() > 10
     assert np.all(worn.bearing_c[running] > new.bearing_c[running] + 10.0)
-    assert np.all(worn_readings[4][running] > new_readings[4][running] + 0.5)  # vibration
+    assert np.all(worn_readings[vibration][running] > new_readings[vibration][running] + 0.5)
     # The wear adds 4 mm/s x (1 - health) at full speed, on average (the scatter has mean 1).
     assert np.mean(np.concatenate(shakes)) == pytest.approx(1.0, abs=0.05)
-    assert np.all(worn_readings[1][running] > new_readings[1][running])  # drag: more load
+    assert np.all(worn_readings[load][running] > new_readings[load][running])  # drag: more load
     assert np.all(worn._slip_per_payload > 2.0 * new._slip_per_payload)
     assert np.all(worn.wear.usage_s > 0.8 * worn.wear.life_s)
 
@@ -187,7 +190,7 @@ def test_bearing_vibration_rises_over_the_bearings_life() -> None:
         for k in range(120):  # 20 minutes; the last 10 are kept
             readings = belt.step(10.0)
             if k >= 60:
-                vibration[k - 60] = readings[4]
+                vibration[k - 60] = readings[belt.ROW["vibration_bearing"]]
                 equilibrium_c += belt._bearing_target_c() / 60
         assert np.all(belt.state != FAULT)
         running = belt.operation.running == 1.0
@@ -197,7 +200,8 @@ def test_bearing_vibration_rises_over_the_bearings_life() -> None:
     assert np.all(np.diff(healths) < 0.0)
     medians = [np.median(level) for level in levels]
     assert np.all(np.diff(medians) > 0.5)  # mm/s, each stage clearly above the last
-    vibration, temperature = ConveyorBelt.SENSORS[4], ConveyorBelt.SENSORS[2]
+    vibration = ConveyorBelt.SENSORS[ConveyorBelt.ROW["vibration_bearing"]]
+    temperature = ConveyorBelt.SENSORS[ConveyorBelt.ROW["bearing_temperature"]]
     assert vibration.warning is not None
     assert temperature.warning is not None
     assert np.all(levels[0] < vibration.warning)  # new: acceptable at worst
@@ -252,7 +256,8 @@ def test_health_runs_out_into_the_fault_state_until_maintained(
     for _ in range(3):
         readings = model.step(dt_s)
     assert np.all(model.state == FAULT)
-    moving_row = {RoboticArm: 3, CncMill: 0, ConveyorBelt: 0}[model_type]
+    moving = {RoboticArm: "power_consumption", CncMill: "spindle_speed", ConveyorBelt: "belt_speed"}
+    moving_row = model.ROW[moving[model_type]]
     if model_type is RoboticArm:
         assert np.all(model.speed_dps == 0.0)
     else:

@@ -14,7 +14,8 @@ import pytest
 from simulation.models.cnc_mill import CncMill, Move
 
 SEED = 20261130
-SPINDLE, TOOL_TEMP, X, Y, Z, VIBRATION, TOOL_CHANGES = range(7)
+ROW = CncMill.ROW
+AXES = [ROW["axis_x_position"], ROW["axis_y_position"], ROW["axis_z_position"]]  # in x, y, z order
 FEED_MOVES = (Move.PLUNGE, Move.CUT, Move.SLOT)
 
 
@@ -55,7 +56,7 @@ def coarse_trace() -> Trace:
 
 def step_distance_mm(readings: np.ndarray) -> np.ndarray:
     """Straight-line distance each instance moved per step ``(steps - 1, count)``."""
-    return np.sqrt((np.diff(readings[:, X : Z + 1], axis=0) ** 2).sum(axis=1))
+    return np.sqrt((np.diff(readings[:, AXES], axis=0) ** 2).sum(axis=1))
 
 
 def test_sensors_are_the_seed_names_in_order() -> None:
@@ -120,8 +121,8 @@ def test_step_returns_a_new_array_each_time() -> None:
 
 def test_one_hour_of_1000_mills_stays_finite_and_physical() -> None:
     model = CncMill(1_000, np.random.default_rng(SEED), steady=True)
-    low = np.full((7, 1), np.inf)
-    high = np.full((7, 1), -np.inf)
+    low = np.full((len(CncMill.SENSORS), 1), np.inf)
+    high = np.full((len(CncMill.SENSORS), 1), -np.inf)
     for _ in range(36_000):
         readings = model.step(0.1)
         np.minimum(low, readings.min(axis=1, keepdims=True), out=low)
@@ -129,17 +130,17 @@ def test_one_hour_of_1000_mills_stays_finite_and_physical() -> None:
     assert np.isfinite(low).all()  # a NaN would propagate into the minimum
     assert np.isfinite(high).all()
     physical = {
-        SPINDLE: (11_000, 24_100),
-        TOOL_TEMP: (19.5, 250),
-        X: (0, 350),
-        Y: (0, 150),
-        Z: (-20, 75),
-        VIBRATION: (0, 10),
-        TOOL_CHANGES: (0, 0),  # sharp tools that do not wear are never changed
+        "spindle_speed": (11_000, 24_100),
+        "tool_temperature": (19.5, 250),
+        "axis_x_position": (0, 350),
+        "axis_y_position": (0, 150),
+        "axis_z_position": (-20, 75),
+        "vibration_spindle": (0, 10),
+        "tool_changes": (0, 0),  # sharp tools that do not wear are never changed
     }
-    for row, (lowest, highest) in physical.items():
-        assert low[row, 0] >= lowest, CncMill.SENSORS[row].name
-        assert high[row, 0] <= highest, CncMill.SENSORS[row].name
+    for name, (lowest, highest) in physical.items():
+        assert low[ROW[name], 0] >= lowest, name
+        assert high[ROW[name], 0] <= highest, name
 
 
 def test_positions_are_continuous_within_the_speed_bound(trace: Trace) -> None:
@@ -167,13 +168,15 @@ def test_extreme_steps_stay_finite_and_continuous(dt_s: float, duration_s: float
     assert np.isfinite(readings).all()
     distance = step_distance_mm(readings)
     assert np.all(distance <= model.rapid_mm_min / 60 * dt_s * (1 + 1e-9) + 1e-9)
-    assert np.all(readings[:, TOOL_TEMP] < model.ambient_c + model.tool_rise_full_load_c)
+    tool_temperature = readings[:, ROW["tool_temperature"]]
+    assert np.all(tool_temperature < model.ambient_c + model.tool_rise_full_load_c)
 
 
 def test_the_path_visits_rapids_plunges_and_cuts_at_their_speeds(trace: Trace) -> None:
     """Every mill visits every move kind, and each kind moves at its programmed speed."""
     model, dt_s = trace.model, trace.dt_s
-    velocity = np.diff(trace.readings[:, X : Z + 1], axis=0) / dt_s  # (steps - 1, 3, count)
+    x, y, z = AXES
+    velocity = np.diff(trace.readings[:, AXES], axis=0) / dt_s  # (steps - 1, 3, count)
     speed = np.sqrt((velocity**2).sum(axis=1))
     same_kind = trace.move[1:] == trace.move[:-1]
     programmed = {
@@ -191,13 +194,13 @@ def test_the_path_visits_rapids_plunges_and_cuts_at_their_speeds(trace: Trace) -
     plunging = same_kind & (trace.move[1:] == Move.PLUNGE)
     assert np.all(velocity[:, 2][plunging] < 0)
     cutting = same_kind & np.isin(trace.move[1:], (Move.CUT, Move.SLOT))
-    assert np.all(trace.readings[1:, Z][cutting] < 0)  # inside the part
+    assert np.all(trace.readings[1:, z][cutting] < 0)  # inside the part
     assert np.all(np.abs(velocity[:, 2][cutting]) < 1e-6)  # in the XY plane
     dwelling = trace.move == Move.DWELL
-    assert np.all(trace.readings[:, X][dwelling] == 0)  # at home
-    assert np.all(trace.readings[:, Y][dwelling] == 0)
+    assert np.all(trace.readings[:, x][dwelling] == 0)  # at home
+    assert np.all(trace.readings[:, y][dwelling] == 0)
     assert np.all(
-        trace.readings[:, Z][dwelling] == np.broadcast_to(model.safe_z_mm, dwelling.shape)[dwelling]
+        trace.readings[:, z][dwelling] == np.broadcast_to(model.safe_z_mm, dwelling.shape)[dwelling]
     )
 
 
@@ -214,14 +217,16 @@ def test_five_second_steps_follow_the_same_path_and_load(trace: Trace, coarse_tr
     ratio = round(coarse_trace.dt_s / trace.dt_s)
     fine = trace.readings[ratio - 1 :: ratio]  # the fine readings at the coarse times
     coarse = coarse_trace.readings
-    np.testing.assert_allclose(coarse[:, X : Z + 1], fine[:, X : Z + 1], atol=1e-6)
+    np.testing.assert_allclose(coarse[:, AXES], fine[:, AXES], atol=1e-6)
     np.testing.assert_allclose(coarse_trace.load.mean(axis=0), trace.load.mean(axis=0), rtol=1e-9)
-    temperature_gap = np.abs(coarse[:, TOOL_TEMP] - fine[:, TOOL_TEMP])
+    tool = ROW["tool_temperature"]
+    temperature_gap = np.abs(coarse[:, tool] - fine[:, tool])
     assert np.median(temperature_gap) < 3
     assert temperature_gap.max() < 25
     setpoint = coarse_trace.model.spindle_setpoint_rpm
-    assert np.all(np.abs(coarse[:, SPINDLE] / setpoint - 1) < 0.085)
-    assert np.all((coarse[:, VIBRATION] > 0) & (coarse[:, VIBRATION] < 10))
+    assert np.all(np.abs(coarse[:, ROW["spindle_speed"]] / setpoint - 1) < 0.085)
+    vibration = coarse[:, ROW["vibration_spindle"]]
+    assert np.all((vibration > 0) & (vibration < 10))
 
 
 def steady(load: np.ndarray, steps: int) -> np.ndarray:
@@ -235,7 +240,7 @@ def steady(load: np.ndarray, steps: int) -> np.ndarray:
 
 def test_spindle_dips_a_few_percent_under_load(trace: Trace) -> None:
     model = trace.model
-    dip = 1 - trace.readings[:, SPINDLE] / model.spindle_setpoint_rpm
+    dip = 1 - trace.readings[:, ROW["spindle_speed"]] / model.spindle_setpoint_rpm
     # Held for 2 s (over five spindle time constants) the speed settles at the drooped setpoint.
     settled = steady(trace.load, 20)
     expected = model.spindle_droop_full_load * trace.load
@@ -271,12 +276,12 @@ def test_tool_heats_exponentially_toward_a_load_dependent_plateau() -> None:
 
 def test_tool_heats_while_cutting_and_cools_otherwise(trace: Trace) -> None:
     model = trace.model
-    change = np.diff(trace.readings[:, TOOL_TEMP], axis=0)
+    change = np.diff(trace.readings[:, ROW["tool_temperature"]], axis=0)
     load = trace.load[1:]
-    warm = trace.readings[:-1, TOOL_TEMP] > model.ambient_c + 1
+    warm = trace.readings[:-1, ROW["tool_temperature"]] > model.ambient_c + 1
     assert np.all(change[(load == 0) & warm] < 0)  # rapids and dwells cool
     target = model.ambient_c + model.tool_rise_full_load_c * np.sqrt(load)
-    below = trace.readings[:-1, TOOL_TEMP] < target - 1
+    below = trace.readings[:-1, ROW["tool_temperature"]] < target - 1
     assert np.all(change[below] > 0)
     # Over a dwell (part change) the tool loses a clear share of its heat.
     start, end = warm_dwell_edges(trace)
@@ -291,13 +296,13 @@ def warm_dwell_edges(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
     for i in range(trace.model.count):
         edges = np.flatnonzero(np.diff(dwell[:, i].astype(np.int8)))
         begin, finish = edges[-2:] if dwell[edges[-1], i] else edges[-3:-1]
-        starts.append(trace.readings[begin + 1, TOOL_TEMP, i])
-        ends.append(trace.readings[finish, TOOL_TEMP, i])
+        starts.append(trace.readings[begin + 1, ROW["tool_temperature"], i])
+        ends.append(trace.readings[finish, ROW["tool_temperature"], i])
     return np.array(starts), np.array(ends)
 
 
 def test_vibration_rises_with_cutting_load(trace: Trace) -> None:
-    vibration = trace.readings[:, VIBRATION]
+    vibration = trace.readings[:, ROW["vibration_spindle"]]
     cutting = trace.load > 0.05
     idle = trace.load == 0
     for i in range(trace.model.count):

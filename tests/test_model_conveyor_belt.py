@@ -10,7 +10,8 @@ import pytest
 from simulation.models.conveyor_belt import ConveyorBelt
 
 SEED = 20261130
-SPEED, LOAD, BEARING, ITEMS, VIBRATION = range(5)
+ROW = ConveyorBelt.ROW  # a sensor's row in the readings, by name
+SEED_SENSORS = ("belt_speed", "motor_load", "bearing_temperature", "items_processed")
 
 
 def make_belt(count: int, seed: int = SEED) -> ConveyorBelt:
@@ -42,9 +43,9 @@ def run(belt: ConveyorBelt, dt_s: float, warmup_s: float, window_s: float) -> Ru
     for _ in range(steps):
         readings = belt.step(dt_s)
         on_belt += belt.items_on_belt
-        speed += readings[SPEED]
-        load += readings[LOAD]
-        bearing += readings[BEARING]
+        speed += readings[ROW["belt_speed"]]
+        load += readings[ROW["motor_load"]]
+        bearing += readings[ROW["bearing_temperature"]]
     return Run(
         window_s=steps * dt_s,
         processed=belt.items_processed - start,
@@ -66,7 +67,7 @@ def test_sensors_are_the_seed_names_in_order() -> None:
     )
     assert [sensor.unit for sensor in ConveyorBelt.SENSORS] == ["m/s", "%", "°C", "items", "mm/s"]
     assert [sensor.integer for sensor in ConveyorBelt.SENSORS] == [False] * 3 + [True, False]
-    vibration = ConveyorBelt.SENSORS[VIBRATION]
+    vibration = ConveyorBelt.SENSORS[ROW["vibration_bearing"]]
     assert (vibration.warning, vibration.alarm) == (1.8, 4.5)  # ISO 10816, small machines
     assert vibration.grafana_unit == "suffix: mm/s"
     for sensor in ConveyorBelt.SENSORS:
@@ -117,30 +118,31 @@ def test_instances_get_their_own_parameters() -> None:
     assert rate.max() < 2.0
     assert rate.max() / rate.min() > 10.0
     readings = belt.step(0.1)
-    assert np.unique(readings[SPEED]).size == belt.count
+    assert np.unique(readings[ROW["belt_speed"]]).size == belt.count
 
 
 def test_one_hour_of_1000_belts_at_10_hz_stays_finite_and_physical() -> None:
     belt = make_belt(1000)
     readings = belt.step(0.1)
     low, high = readings.copy(), readings.copy()
-    items = readings[ITEMS]
+    items = readings[ROW["items_processed"]]
     for _ in range(36_000 - 1):  # one simulated hour at the server's 10 Hz
         readings = belt.step(0.1)
         np.minimum(low, readings, out=low)
         np.maximum(high, readings, out=high)
-        assert (readings[ITEMS] >= items).all()
-        items = readings[ITEMS]
+        assert (readings[ROW["items_processed"]] >= items).all()
+        items = readings[ROW["items_processed"]]
     assert np.isfinite(low).all()
     assert np.isfinite(high).all()
     assert np.array_equal(items, np.round(items))
     setpoint = belt.speed_setpoint_mps
-    assert (low[SPEED] > 0.9 * setpoint).all()  # slip is a few % at most
-    assert (high[SPEED] < 1.005 * setpoint).all()  # a belt never overruns its drive
-    assert (low[LOAD] > belt.no_load_pct - 3.0).all()
-    assert high[LOAD].max() < 103.0  # a short belt packed full is full load, plus noise
-    assert (low[BEARING] > belt.ambient_c - 0.1).all()  # starts at ambient, only warms
-    assert (high[BEARING] < belt.ambient_c + belt.bearing_rise_full_load_k).all()
+    speed, load, bearing = ROW["belt_speed"], ROW["motor_load"], ROW["bearing_temperature"]
+    assert (low[speed] > 0.9 * setpoint).all()  # slip is a few % at most
+    assert (high[speed] < 1.005 * setpoint).all()  # a belt never overruns its drive
+    assert (low[load] > belt.no_load_pct - 3.0).all()
+    assert high[load].max() < 103.0  # a short belt packed full is full load, plus noise
+    assert (low[bearing] > belt.ambient_c - 0.1).all()  # starts at ambient, only warms
+    assert (high[bearing] < belt.ambient_c + belt.bearing_rise_full_load_k).all()
     assert items.min() > 0  # every belt has delivered within the hour
     assert (belt.items_on_belt <= belt.capacity_items).all()
 
@@ -170,7 +172,7 @@ def test_each_item_rides_the_belt_length_at_the_belt_speed() -> None:
     processed = np.zeros((steps + 1, belt.count))
     speed = np.zeros(belt.count)
     for k in range(1, steps + 1):
-        speed += belt.step(dt_s)[SPEED]
+        speed += belt.step(dt_s)[ROW["belt_speed"]]
         loaded[k] = belt.items_loaded
         processed[k] = belt.items_processed
     transit_s = belt.length_m / (speed / steps)
@@ -216,7 +218,7 @@ def test_motor_load_follows_the_items_on_the_belt() -> None:
     loads = np.empty((steps, belt.count))
     on_belt = np.empty((steps, belt.count))
     for k in range(steps):
-        loads[k] = belt.step(0.2)[LOAD]
+        loads[k] = belt.step(0.2)[ROW["motor_load"]]
         on_belt[k] = belt.items_on_belt
     window = slice(1000, None)  # after the belts have filled
     centred_loads = loads[window] - loads[window].mean(axis=0)
@@ -242,8 +244,8 @@ def test_belt_speed_holds_its_setpoint_and_slips_more_under_load() -> None:
     loaded, empty = make_belt(300), make_belt(300)
     empty.mean_arrival_rate_per_s[:] = 0.0  # same belts, nothing to carry
     loaded_run = run(loaded, 0.5, warmup_s=300.0, window_s=1200.0)
-    loaded_speed = np.stack([loaded.step(0.5)[SPEED] for _ in range(600)])
-    empty_speed = np.stack([empty.step(0.5)[SPEED] for _ in range(600)])
+    loaded_speed = np.stack([loaded.step(0.5)[ROW["belt_speed"]] for _ in range(600)])
+    empty_speed = np.stack([empty.step(0.5)[ROW["belt_speed"]] for _ in range(600)])
     setpoint = loaded.speed_setpoint_mps
     # Empty belts hold the setpoint; loaded ones lose a small, load-proportional slip.
     assert np.abs(empty_speed.mean(axis=0) / setpoint - 1.0).max() < 0.002
@@ -267,10 +269,11 @@ def test_bearing_temperature_lags_a_step_in_the_load() -> None:
     belt.mean_arrival_rate_per_s *= 2.0  # the upstream line speeds up
     steps = round(3600.0 / dt_s)
     readings = np.stack([belt.step(dt_s) for _ in range(steps)])
-    final_load = readings[-150:, LOAD].mean(axis=0)  # the last 10 minutes
+    load, bearing = ROW["motor_load"], ROW["bearing_temperature"]
+    final_load = readings[-150:, load].mean(axis=0)  # the last 10 minutes
     final_bearing = belt.ambient_c + belt.bearing_rise_full_load_k * final_load / 100.0
-    load_rise = (readings[:, LOAD] - settled[LOAD]) / (final_load - settled[LOAD])
-    bearing_rise = (readings[:, BEARING] - settled[BEARING]) / (final_bearing - settled[BEARING])
+    load_rise = (readings[:, load] - settled[load]) / (final_load - settled[load])
+    bearing_rise = (readings[:, bearing] - settled[bearing]) / (final_bearing - settled[bearing])
     two_minutes = round(120.0 / dt_s) - 1
     # Two minutes on, the motor load has taken the step while the bearing has barely moved.
     assert np.median(load_rise[two_minutes]) > 0.8
@@ -285,7 +288,7 @@ def test_bearing_temperature_lags_a_step_in_the_load() -> None:
 def test_bearing_heats_from_ambient_in_proportion_to_the_motor_load() -> None:
     belt = make_belt(200)
     first = belt.step(1.0)
-    np.testing.assert_allclose(first[BEARING], belt.ambient_c, atol=0.5)
+    np.testing.assert_allclose(first[ROW["bearing_temperature"]], belt.ambient_c, atol=0.5)
     result = run(belt, 10.0, warmup_s=1.5 * 3600.0, window_s=3600.0)
     # Averaged over an hour, the lag passes the mean load through at its static gain.
     expected = belt.ambient_c + belt.bearing_rise_full_load_k * result.mean_load_pct / 100.0
@@ -320,12 +323,12 @@ def test_bearing_vibration_grows_with_speed_and_load_and_is_a_floor_when_stopped
     payload = np.empty((steps, loaded.count))
     empty_vibration = np.empty((steps, loaded.count))
     for k in range(steps):
-        vibration[k] = loaded.step(0.5)[VIBRATION]
+        vibration[k] = loaded.step(0.5)[ROW["vibration_bearing"]]
         payload[k] = loaded.payload_fraction
-        empty_vibration[k] = empty.step(0.5)[VIBRATION]
+        empty_vibration[k] = empty.step(0.5)[ROW["vibration_bearing"]]
     assert loaded_run.window_s == 10.0
     # Healthy bearings stay in the good and acceptable zones, below the warning threshold.
-    warning = ConveyorBelt.SENSORS[VIBRATION].warning
+    warning = ConveyorBelt.SENSORS[ROW["vibration_bearing"]].warning
     assert warning is not None
     assert vibration.max() < warning
     assert 0.2 < np.median(vibration) < 0.8
@@ -346,17 +349,18 @@ def test_bearing_vibration_grows_with_speed_and_load_and_is_a_floor_when_stopped
     # A stopped belt reads the sensor's small floor once the drive has run down.
     for instance in range(10):
         loaded.command(instance, "stop")
-    stopped = np.stack([loaded.step(0.5)[VIBRATION] for _ in range(60)])
+    stopped = np.stack([loaded.step(0.5)[ROW["vibration_bearing"]] for _ in range(60)])
     assert np.all(stopped[20:, :10] < 0.025)  # after 10 s: the drive is at a standstill
     assert np.all(stopped[20:, :10] > 0.015)
     assert np.all(stopped[:, 10:] > 0.05)  # the others run on
 
 
 def test_the_vibration_sensor_leaves_the_seed_sensors_samples_unchanged() -> None:
-    """It draws from its own stream: the first four sensors do not depend on it."""
+    """It draws from its own stream: the seed's four sensors do not depend on it."""
+    seed_rows = [ROW[name] for name in SEED_SENSORS]
     plain, other = make_belt(100), make_belt(100)
     other.vibration_rng = np.random.default_rng(SEED + 1)
     for _ in range(600):
         a, b = plain.step(0.5), other.step(0.5)
-        np.testing.assert_array_equal(a[:VIBRATION], b[:VIBRATION])
-    assert not np.array_equal(a[VIBRATION], b[VIBRATION])
+        np.testing.assert_array_equal(a[seed_rows], b[seed_rows])
+    assert not np.array_equal(a[ROW["vibration_bearing"]], b[ROW["vibration_bearing"]])

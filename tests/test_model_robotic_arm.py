@@ -8,7 +8,7 @@ import pytest
 from simulation.models.robotic_arm import RoboticArm
 
 SEED = 20240611
-ANGLE, TEMPERATURE, VIBRATION, POWER = range(4)
+ROW = RoboticArm.ROW
 
 
 def make_arm(count: int, seed: int = SEED) -> RoboticArm:
@@ -101,9 +101,11 @@ def test_each_instance_draws_its_own_parameters_from_realistic_ranges() -> None:
 
 
 def test_one_hour_of_1000_arms_stays_finite_and_physical() -> None:
+    angle, temperature = ROW["joint_1_angle"], ROW["temperature_core"]
+    vibration, power = ROW["vibration_level"], ROW["power_consumption"]
     arm = make_arm(1000)
-    low = np.full((4, arm.count), np.inf)
-    high = np.full((4, arm.count), -np.inf)
+    low = np.full((len(RoboticArm.SENSORS), arm.count), np.inf)
+    high = np.full((len(RoboticArm.SENSORS), arm.count), -np.inf)
     for _ in range(36_000):  # one simulated hour at the server's 10 Hz
         readings = arm.step(0.1)
         np.minimum(low, readings, out=low)
@@ -111,22 +113,22 @@ def test_one_hour_of_1000_arms_stays_finite_and_physical() -> None:
     assert np.isfinite(low).all()
     assert np.isfinite(high).all()
     slack = 1e-9
-    assert (low[ANGLE] >= arm.centre_deg - arm.amplitude_deg - slack).all()
-    assert (high[ANGLE] <= arm.centre_deg + arm.amplitude_deg + slack).all()
-    assert np.abs(low[ANGLE]).max() <= 360.0
-    assert np.abs(high[ANGLE]).max() <= 360.0
-    assert low[POWER].min() > 0.0
-    assert high[POWER].max() < 500.0
-    assert (low[TEMPERATURE] > arm.ambient_c - 1.0).all()
-    assert (high[TEMPERATURE] < arm.ambient_c + 35.0).all()
-    assert low[VIBRATION].min() > 0.0
-    assert high[VIBRATION].max() < 10.0
+    assert (low[angle] >= arm.centre_deg - arm.amplitude_deg - slack).all()
+    assert (high[angle] <= arm.centre_deg + arm.amplitude_deg + slack).all()
+    assert np.abs(low[angle]).max() <= 360.0
+    assert np.abs(high[angle]).max() <= 360.0
+    assert low[power].min() > 0.0
+    assert high[power].max() < 500.0
+    assert (low[temperature] > arm.ambient_c - 1.0).all()
+    assert (high[temperature] < arm.ambient_c + 35.0).all()
+    assert low[vibration].min() > 0.0
+    assert high[vibration].max() < 10.0
 
 
 def test_joint_moves_smoothly_between_pick_and_place_with_dwells() -> None:
     arm = make_arm(200)
     dt_s = 0.01
-    angles = simulate(arm, dt_s, 3000)[:, ANGLE]  # 30 s, several cycles
+    angles = simulate(arm, dt_s, 3000)[:, ROW["joint_1_angle"]]  # 30 s, several cycles
     speed = joint_speed_dps(angles, dt_s)
     accel = np.abs(np.diff(angles, n=2, axis=0)) / dt_s**2
     # Reaches both poses, never beyond.
@@ -145,8 +147,8 @@ def test_power_tracks_joint_speed_and_falls_to_idle_at_rest() -> None:
     arm = make_arm(200)
     dt_s = 0.1
     readings = simulate(arm, dt_s, 1800)  # three minutes
-    speed = joint_speed_dps(readings[:, ANGLE], dt_s)
-    power = readings[1:, POWER]
+    speed = joint_speed_dps(readings[:, ROW["joint_1_angle"]], dt_s)
+    power = readings[1:, ROW["power_consumption"]]
     correlation = np.array([np.corrcoef(power[:, i], speed[:, i])[0, 1] for i in range(arm.count)])
     assert correlation.min() > 0.8
     assert np.median(correlation) > 0.9
@@ -159,12 +161,13 @@ def test_power_tracks_joint_speed_and_falls_to_idle_at_rest() -> None:
 
 
 def test_core_heats_from_ambient_toward_its_plateau() -> None:
+    temperature = ROW["temperature_core"]
     arm = make_arm(200)
-    first_hour = simulate(arm, 1.0, 3600)[:, TEMPERATURE]
+    first_hour = simulate(arm, 1.0, 3600)[:, temperature]
     np.testing.assert_allclose(first_hour[0], arm.ambient_c, atol=0.5)
     ten_minute_means = first_hour.reshape(6, 600, arm.count).mean(axis=1)
     assert (np.diff(ten_minute_means, axis=0) > 0.0).all()
-    later = simulate(arm, 10.0, 3 * 360)[:, TEMPERATURE]  # up to 4 h, > 6 time constants
+    later = simulate(arm, 10.0, 3 * 360)[:, temperature]  # up to 4 h, > 6 time constants
     plateau = arm.ambient_c + arm.cycle_mean_power_w() * arm.thermal_resistance_k_per_w
     np.testing.assert_allclose(later[-60:].mean(axis=0), plateau, atol=0.5)
     rise = plateau - arm.ambient_c
@@ -176,9 +179,9 @@ def test_vibration_spikes_when_the_joint_stops_and_rises_with_speed() -> None:
     arm = make_arm(200)
     dt_s = 0.05
     readings = simulate(arm, dt_s, 2400)  # two minutes
-    since = seconds_since_arrival(readings[:, ANGLE], dt_s)
-    vibration = readings[1:-1, VIBRATION]  # aligned with ``since``
-    speed = joint_speed_dps(readings[:, ANGLE], dt_s)[:-1]
+    since = seconds_since_arrival(readings[:, ROW["joint_1_angle"]], dt_s)
+    vibration = readings[1:-1, ROW["vibration_level"]]  # aligned with ``since``
+    speed = joint_speed_dps(readings[:, ROW["joint_1_angle"]], dt_s)[:-1]
     assert vibration.min() > 0.0
     near = since < 0.25
     away = since >= 1.0
@@ -198,20 +201,22 @@ def test_vibration_spikes_when_the_joint_stops_and_rises_with_speed() -> None:
 
 @pytest.mark.parametrize("big_dt_s", [5.0, 10.0])
 def test_big_steps_agree_with_small_steps(big_dt_s: float) -> None:
+    angle, temperature = ROW["joint_1_angle"], ROW["temperature_core"]
+    vibration, power = ROW["vibration_level"], ROW["power_consumption"]
     minutes = 20
     small_arm, big_arm = make_arm(200), make_arm(200)
     small = simulate(small_arm, 0.1, minutes * 600)
     big = simulate(big_arm, big_dt_s, int(minutes * 60 / big_dt_s))
     assert np.isfinite(big).all()
-    assert big[:, POWER].min() > 0.0
-    assert big[:, VIBRATION].min() > 0.0
+    assert big[:, power].min() > 0.0
+    assert big[:, vibration].min() > 0.0
     # The motion is analytic: the same simulated time gives the same pose.
-    np.testing.assert_allclose(big[-1, ANGLE], small[-1, ANGLE], atol=1e-6)
+    np.testing.assert_allclose(big[-1, angle], small[-1, angle], atol=1e-6)
     # Power is the mean over each step, so its time average does not depend on dt.
-    np.testing.assert_allclose(big[:, POWER].mean(axis=0), small[:, POWER].mean(axis=0), atol=1.0)
-    temperature_gap = np.abs(big[-1, TEMPERATURE] - small[-1, TEMPERATURE])
+    np.testing.assert_allclose(big[:, power].mean(axis=0), small[:, power].mean(axis=0), atol=1.0)
+    temperature_gap = np.abs(big[-1, temperature] - small[-1, temperature])
     assert temperature_gap.max() < 0.8
     assert temperature_gap.mean() < 0.25
     # Stops crossed inside a big step still leave their spike: the fleet mean is kept.
-    fleet_mean_ratio = big[:, VIBRATION].mean() / small[:, VIBRATION].mean()
+    fleet_mean_ratio = big[:, vibration].mean() / small[:, vibration].mean()
     assert 0.95 < fleet_mean_ratio < 1.05

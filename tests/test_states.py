@@ -51,19 +51,22 @@ def test_an_idle_spindle_is_at_0_rpm_cooling_at_home() -> None:
     readings, states = record(mill, 2.0, 3 * 1800)  # three hours
     idle = states == IDLE
     assert idle.any(axis=0).all()
+    rows = mill.ROW
     settled = idle[3:] & idle[:-3]  # idle for 6 s: well over the spindle's time constant
-    speed = readings[3:, 0][settled]
+    speed = readings[3:, rows["spindle_speed"]][settled]
     assert np.abs(speed).max() < 1.0  # rpm
-    assert readings[3:, 5][settled].max() < 0.05  # mm/s: the vibration sensor's floor
+    vibration = readings[3:, rows["vibration_spindle"]][settled]
+    assert vibration.max() < 0.05  # mm/s: the vibration sensor's floor
     # Scheduled idle gaps start once the part is done: the mill waits at home.
     home = np.broadcast_to(mill.safe_z_mm, idle.shape)
-    assert np.all(readings[:, 2][idle] == 0.0)
-    assert np.all(readings[:, 3][idle] == 0.0)
-    assert np.all(readings[:, 4][idle] == home[idle])
+    assert np.all(readings[:, rows["axis_x_position"]][idle] == 0.0)
+    assert np.all(readings[:, rows["axis_y_position"]][idle] == 0.0)
+    assert np.all(readings[:, rows["axis_z_position"]][idle] == home[idle])
     # The tool cools toward ambient while idle.
     still_idle = idle[1:] & idle[:-1]
     ambient = np.broadcast_to(mill.ambient_c, still_idle.shape)[still_idle]
-    before, after = readings[:-1, 1][still_idle], readings[1:, 1][still_idle]
+    tool = rows["tool_temperature"]
+    before, after = readings[:-1, tool][still_idle], readings[1:, tool][still_idle]
     warm = before > ambient + 1.0
     assert np.all(after[warm] < before[warm])
 
@@ -76,18 +79,21 @@ def test_a_stop_command_is_a_feed_hold_and_start_resumes() -> None:
     for instance in cutting:
         assert mill.command(int(instance), "stop") == State.IDLE
     readings, states = record(mill, 0.1, 600)
+    rows = mill.ROW
+    spindle, tool = rows["spindle_speed"], rows["tool_temperature"]
     assert np.all(states[:, cutting] == IDLE)
-    axes = readings[:, 2:5][:, :, cutting]
+    axes_rows = [rows["axis_x_position"], rows["axis_y_position"], rows["axis_z_position"]]
+    axes = readings[:, axes_rows][:, :, cutting]
     assert np.all(axes == axes[0])  # the axes hold where they are
-    assert np.all(np.abs(readings[50:, 0, cutting]) < 1.0)  # after 5 s: over 12 time constants
+    assert np.all(np.abs(readings[50:, spindle, cutting]) < 1.0)  # after 5 s: > 12 time constants
     assert np.all(mill._spindle_rpm[cutting] >= np.finfo(np.float64).tiny)  # no subnormal
-    assert np.all(readings[-1, 1, cutting] < hot)
+    assert np.all(readings[-1, tool, cutting] < hot)
     assert np.all(mill.cutting_load[cutting] == 0.0)
     for instance in cutting:
         assert mill.command(int(instance), "start") == State.RUNNING
     readings, states = record(mill, 0.1, 100)
     assert np.all(states[:, cutting] == RUNNING)
-    assert np.all(readings[-1, 0, cutting] > 0.9 * mill.spindle_setpoint_rpm[cutting])
+    assert np.all(readings[-1, spindle, cutting] > 0.9 * mill.spindle_setpoint_rpm[cutting])
 
 
 def test_a_stopped_belt_is_still_draws_nothing_and_cools() -> None:
@@ -97,18 +103,20 @@ def test_a_stopped_belt_is_still_draws_nothing_and_cools() -> None:
     for instance in range(10):
         belt.command(instance, "stop")
     readings, states = record(belt, 1.0, 1200)
+    speed, load = belt.ROW["belt_speed"], belt.ROW["motor_load"]
+    bearing, items_row = belt.ROW["bearing_temperature"], belt.ROW["items_processed"]
     assert np.all(states[:, :10] == IDLE)
-    assert np.all(readings[30:, 0, :10] < 1e-6)  # m/s: the drive ramps down in seconds
-    assert np.all(np.abs(readings[30:, 1, :10]) < 1e-6)  # %: a stopped drive draws nothing
+    assert np.all(readings[30:, speed, :10] < 1e-6)  # m/s: the drive ramps down in seconds
+    assert np.all(np.abs(readings[30:, load, :10]) < 1e-6)  # %: a stopped drive draws nothing
     assert np.all(belt.drive_ratio >= np.finfo(np.float64).tiny)  # no subnormal floats
-    minute_means = readings[:, 2, :10].reshape(20, 60, 10).mean(axis=1)
+    minute_means = readings[:, bearing, :10].reshape(20, 60, 10).mean(axis=1)
     assert np.all(np.diff(minute_means, axis=0) < 0.0)  # the bearing cools
     assert np.all(belt.items_processed[:10] - items[:10] <= belt.capacity_items[:10])
-    assert np.all(np.diff(readings[30:, 3, :10], axis=0) == 0.0)  # nothing moves on it
-    assert np.all(readings[:, 0, 10:] > 0.9 * belt.speed_setpoint_mps[10:])  # the others run
+    assert np.all(np.diff(readings[30:, items_row, :10], axis=0) == 0.0)  # nothing moves on it
+    assert np.all(readings[:, speed, 10:] > 0.9 * belt.speed_setpoint_mps[10:])  # the others run
     belt.command(3, "start")
     readings, _ = record(belt, 1.0, 30)
-    assert readings[-1, 0, 3] > 0.95 * belt.speed_setpoint_mps[3]
+    assert readings[-1, speed, 3] > 0.95 * belt.speed_setpoint_mps[3]
 
 
 def test_an_idle_robot_holds_still_at_idle_power_and_its_spike_state_stays_normal() -> None:
@@ -117,12 +125,13 @@ def test_an_idle_robot_holds_still_at_idle_power_and_its_spike_state_stays_norma
     idle = states == IDLE
     still = idle[1:] & idle[:-1]
     assert still.any(axis=0).all()
-    assert np.all(np.diff(readings[:, 0], axis=0)[still] == 0.0)
+    angle, power = arm.ROW["joint_1_angle"], arm.ROW["power_consumption"]
+    assert np.all(np.diff(readings[:, angle], axis=0)[still] == 0.0)
     # Scheduled gaps start at the end of a cycle: at the pick pose.
     pick = np.broadcast_to(arm.centre_deg - arm.amplitude_deg, idle.shape)
-    np.testing.assert_allclose(readings[:, 0][idle], pick[idle], atol=1e-9)
+    np.testing.assert_allclose(readings[:, angle][idle], pick[idle], atol=1e-9)
     idle_power = np.broadcast_to(arm.power_idle_w, idle.shape)
-    assert np.abs((readings[:, 3] - idle_power)[idle]).mean() < 1.5  # W, the meter's noise
+    assert np.abs((readings[:, power] - idle_power)[idle]).mean() < 1.5  # W, the meter's noise
     # After minutes at rest the decaying stop spike is floored, never a subnormal float.
     spike = arm.stop_spike_state_mm_s
     assert np.all(spike >= SPIKE_FLOOR_MM_S)
@@ -165,15 +174,16 @@ def test_an_unknown_command_lists_the_valid_ones() -> None:
 def test_an_alarm_level_reading_means_warning_for_a_few_seconds() -> None:
     """A mill whose coolant fails reads alarm-level tool temperatures on its heavy cuts."""
     mill = CncMill(50, np.random.default_rng(SEED), steady=True)
-    alarm = mill.SENSORS[1].alarm
+    tool = mill.ROW["tool_temperature"]
+    alarm = mill.SENSORS[tool].alarm
     assert alarm is not None
     healthy, states = record(mill, 0.5, 600)
-    assert healthy[:, 1].max() < alarm
+    assert healthy[:, tool].max() < alarm
     assert np.all(states == RUNNING)
     for instance in range(mill.count):
         mill.inject_fault(instance, FaultRequest(kind="overheating", severity=1.0))
     readings, states = record(mill, 0.5, 1200)
-    over = readings[:, 1] >= alarm
+    over = readings[:, tool] >= alarm
     assert 0 < over.any(axis=0).sum() < mill.count  # only the heavy cutters
     # Warning while any reading of the last ALARM_HOLD_S was at alarm level, running otherwise.
     hold = round(ALARM_HOLD_S / 0.5)
