@@ -41,6 +41,7 @@ from server.source import LocalSource
 from server.store import Store
 from simulation import Fleet
 
+SERVER_NAME = "demo-machine-server"
 UNCORS_PATHS = ("/metrics", "/ws")  # scrapes and WebSockets: no CORS preflight applies
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ def create_app(
     if settings.gc_freeze:
         app.cleanup_ctx.append(run_gc_tuner)
     app.on_shutdown.append(close_websockets)
+    app.on_response_prepare.append(name_the_server)
     log.info("fleet of %d machine(s), seed %d, %g Hz", catalog.size, seed, settings.tick_hz)
     return app
 
@@ -122,6 +124,11 @@ async def run_gc_tuner(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError):
         await task
     tuner.release()
+
+
+async def name_the_server(request: web.Request, response: web.StreamResponse) -> None:
+    """``Server`` names the product, not the exact versions of Python and aiohttp."""
+    response.headers["Server"] = SERVER_NAME
 
 
 async def close_websockets(app: web.Application) -> None:

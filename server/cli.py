@@ -26,10 +26,14 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         app = create_app(settings)
     except (FleetSpecError, OSError) as error:
         sys.exit(f"python -m server: cannot load the fleet: {error}")
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=settings.shutdown_timeout_s,
-        print=None,
-    )
+    try:
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            shutdown_timeout=settings.shutdown_timeout_s,
+            print=None,
+        )
+    except OSError as error:  # address in use, not an address of this host, no permission
+        reason = error.strerror or str(error)
+        sys.exit(f"python -m server: cannot listen on {settings.host}:{settings.port}: {reason}")

@@ -23,6 +23,7 @@ DEFAULT_HOST = "0.0.0.0"
 DEFAULT_TICK_HZ = 10.0
 MAX_TICK_HZ = 100.0
 MAX_STEP_S = 10.0  # simulated seconds per tick the models are tested for
+MAX_HISTORY_SECONDS = 7 * 86_400.0  # the history's memory bound applies well before this
 LOOPBACK_NETWORKS = (ip_network("127.0.0.0/8"), ip_network("::1/128"))
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -136,6 +137,15 @@ def _log_level(text: str) -> str:
     if level not in LOG_LEVELS:  # argparse checks choices for flags, not for env defaults
         raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {LOG_LEVELS})")
     return level
+
+
+def _history_seconds(text: str) -> float:
+    value = _positive_float(text)
+    if value > MAX_HISTORY_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {MAX_HISTORY_SECONDS:g} s (7 days), got {text}"
+        )
+    return value
 
 
 def _token(text: str) -> str | None:
@@ -255,7 +265,7 @@ class Settings:
         600.0,
         "--history-seconds",
         "HISTORY_SECONDS",
-        _positive_float,
+        _history_seconds,
         "seconds of past ticks kept for resuming clients and history reads",
     )
     history_max_bytes: int = option(

@@ -2,23 +2,36 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import numpy as np
 
-from simulation import FleetSpec, parse_fleet
+from simulation import FleetSpec, FleetSpecError, parse_fleet
 from simulation.fleet_spec import default_fleet
 from simulation.models import MODEL_TYPES
+
+MAX_FLEET_FILE_BYTES = 16 * 1024 * 1024  # a fleet of millions is a few group entries
 
 
 def load_fleet(path: Path | None) -> tuple[FleetSpec, str | None]:
     """The machines of the TOML file at ``path`` (and its text), or the seed's three (and None).
 
-    Raises :class:`~simulation.FleetSpecError` naming the line, or ``OSError``.
+    Raises :class:`~simulation.FleetSpecError` naming the line or the problem (not a regular
+    file, too large, not UTF-8), or ``OSError`` when it cannot be read.
     """
     if path is None:
         return default_fleet(), None
-    text = path.read_text(encoding="utf-8")
+    if not stat.S_ISREG(path.stat().st_mode):  # before opening: a FIFO would block the open
+        raise FleetSpecError(f"{path}: not a regular file")
+    with path.open("rb") as file:
+        data = file.read(MAX_FLEET_FILE_BYTES + 1)
+    if len(data) > MAX_FLEET_FILE_BYTES:
+        raise FleetSpecError(f"{path}: larger than {MAX_FLEET_FILE_BYTES // (1024 * 1024)} MiB")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise FleetSpecError(f"{path}: not UTF-8 text (byte {error.start})") from None
     return parse_fleet(text, str(path), MODEL_TYPES), text
 
 

@@ -40,7 +40,8 @@ def refuse(request: web.Request) -> web.Response | None:
             )
             response.headers["WWW-Authenticate"] = 'Bearer realm="control"'
             return response
-        if not hmac.compare_digest(token.strip().encode(), settings.control_token.encode()):
+        offered = token.strip().encode("utf-8", "surrogateescape")  # any bytes the peer sent
+        if not hmac.compare_digest(offered, settings.control_token.encode()):
             return json_error(403, "forbidden", "the bearer token is not the control token")
         return None
     remote = request.remote

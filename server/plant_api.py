@@ -16,7 +16,7 @@ from server.keys import catalog_key, plant_key, store_key
 from server.labels import fault_json
 from server.plant import describe_machine
 from simulation.errors import ControlError, UnknownMachineError
-from simulation.faults import FaultRecord
+from simulation.faults import MAX_ACTIVE_FAULTS, FaultRecord
 from simulation.spec import FaultRequest
 
 MAX_BODY_BYTES = 16 * 1024
@@ -121,6 +121,8 @@ def refusal(request: web.Request, error: ControlError) -> web.Response:
         return json_error(
             404, "unknown_fault", str(error), fault_id=fault_id, active_fault_ids=list(error.valid)
         )
+    if error.field == "faults":
+        return json_error(409, "too_many_faults", str(error), limit=MAX_ACTIVE_FAULTS)
     status, slug = (409, "conflict") if error.field == "state" else (400, f"bad_{error.field}")
     return json_error(status, slug, str(error), field=error.field, valid=list(error.valid))
 

@@ -224,7 +224,7 @@ async def _accept(request: web.Request, max_msg_size: int = 4096) -> web.WebSock
     settings = request.app[settings_key]
     origin = request.headers.get("Origin")
     if origin is not None and not settings.cors_allows_all and origin not in settings.cors_origins:
-        raise web.HTTPForbidden(reason=f"Origin {origin} not allowed")
+        raise web.HTTPForbidden(reason="Origin not allowed")  # never echoed back
     ws = web.WebSocketResponse(
         heartbeat=settings.heartbeat_s, compress=False, max_msg_size=max_msg_size
     )

@@ -7,7 +7,8 @@ class ControlError(ValueError):
     """A fault or command request the simulation cannot carry out.
 
     ``field`` names the input at fault (``machine_id``, ``kind``, ``severity``, ``onset``,
-    ``duration_s``, ``sensor``, ``fault_id``, ``command`` or ``state``); ``valid`` lists the
+    ``duration_s``, ``sensor``, ``fault_id``, ``command``, ``state`` or ``faults``, when the
+    machine already has as many active faults as it may); ``valid`` lists the
     accepted values when they are a short list (empty otherwise). The message says both in
     words, so it can be shown to a user as it is.
     """

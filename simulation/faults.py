@@ -24,6 +24,7 @@ from simulation.errors import ControlError
 from simulation.spec import ONSETS, SENSOR_FAULTS, FaultRequest, SensorSpec
 
 STEP, RAMP, INTERMITTENT = range(3)  # indices into ONSETS
+MAX_ACTIVE_FAULTS = 16  # per machine: more are refused (injected) or not drawn (spontaneous)
 
 RAMP_S = 600.0  # s, a ramp reaches the full severity after this long (or its duration)
 INTERMITTENT_PERIOD_S = (20.0, 120.0)

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-MACHINE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MACHINE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # the whole id (fullmatch)
 MAX_FLEET_SIZE = 5_000_000
 _ENTRY_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*machines[ \t]*\]\]", re.MULTILINE)
 _ENTRY_KEYS = frozenset({"id", "type", "count", "id_prefix", "start"})
@@ -123,7 +123,7 @@ def _expand_entry(entry: Any, where: str, types: tuple[str, ...]) -> list[Machin
 
 
 def _checked_id(machine_id: Any, where: str) -> str:
-    if not isinstance(machine_id, str) or not MACHINE_ID_PATTERN.match(machine_id):
+    if not isinstance(machine_id, str) or not MACHINE_ID_PATTERN.fullmatch(machine_id):
         raise FleetSpecError(
             f"{where}: invalid machine id {machine_id!r}; use 1 to 64 letters, digits, '_', '.' "
             "or '-', starting with a letter or digit"

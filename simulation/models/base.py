@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from simulation.errors import ControlError
-from simulation.faults import FaultKinds, FaultRecord, FaultTable
+from simulation.faults import MAX_ACTIVE_FAULTS, FaultKinds, FaultRecord, FaultTable
 from simulation.health import Degradation
 from simulation.spec import COMMANDS, DutyCycle, FaultRequest, SensorSpec, State
 from simulation.states import Operation
@@ -148,7 +148,8 @@ class MachineModel(ABC):
             self._repair(repair)
         if self.fault_rate_per_h > 0.0:
             for instance, request in self.faults.draw_spontaneous(self.fault_rate_per_h, dt_s):
-                self._add_fault(instance, request, origin="spontaneous")
+                if len(self.faults.of(instance)) < MAX_ACTIVE_FAULTS:
+                    self._add_fault(instance, request, origin="spontaneous")
         self.faults.expire(self.time_s)
         self._sync_faults()
         readings = self._advance(dt_s)
@@ -230,6 +231,13 @@ class MachineModel(ABC):
     def inject_fault(self, instance: int, request: FaultRequest) -> FaultRecord:
         """Start a fault on one instance now; a bad request raises :class:`ControlError`."""
         self.fault_table_kinds().check(request)
+        active = len(self.faults.of(instance))
+        if active >= MAX_ACTIVE_FAULTS:
+            raise ControlError(
+                f"{self.machine_id(instance)} has {active} active faults, the most a machine may "
+                "have; clear one first",
+                field="faults",
+            )
         record = self._add_fault(instance, request, origin="injected")
         self._sync_faults()
         self._refresh()

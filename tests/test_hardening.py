@@ -1,0 +1,134 @@
+"""Bad input gets one clear answer and nothing else breaks: start-up errors, ids, headers, caps."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from simulation import FleetSpecError, parse_fleet
+from simulation.faults import MAX_ACTIVE_FAULTS
+from simulation.models import MODEL_TYPES
+from tests.conftest import MakeServer
+
+
+def start(*arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "server", "--host", "127.0.0.1", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+
+
+def last_line_only(result: subprocess.CompletedProcess[str]) -> str:
+    """The error line; no traceback before it."""
+    assert "Traceback" not in result.stderr
+    return result.stderr.strip().splitlines()[-1]
+
+
+def test_a_port_in_use_is_one_clear_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = start("--port", str(port))
+    assert result.returncode == 1
+    assert "cannot listen on 127.0.0.1" in last_line_only(result)
+    assert "address already in use" in last_line_only(result)
+
+
+@pytest.mark.parametrize(
+    ("content", "complaint"),
+    [(b"\xff\xfe[[machines]]", "not UTF-8 text"), (None, "not a regular file")],
+    ids=["not utf-8", "a directory"],
+)
+def test_a_fleet_that_is_not_a_text_file_is_refused(
+    tmp_path: Path, content: bytes | None, complaint: str
+) -> None:
+    fleet = tmp_path / "plant.toml"
+    if content is None:
+        fleet.mkdir()
+    else:
+        fleet.write_bytes(content)
+    result = start("--port", "0", "--fleet", str(fleet))
+    assert result.returncode == 1
+    assert complaint in last_line_only(result)
+
+
+def test_a_device_is_refused_not_read_forever() -> None:
+    result = start("--port", "0", "--fleet", "/dev/zero")
+    assert result.returncode == 1
+    assert "/dev/zero: not a regular file" in last_line_only(result)
+
+
+def test_an_absurd_history_is_a_usage_error() -> None:
+    result = start("--history-seconds", "1e308")
+    assert result.returncode == 2
+    assert "--history-seconds: must be at most" in last_line_only(result)
+
+
+def test_machine_ids_are_anchored_at_both_ends() -> None:
+    with pytest.raises(FleetSpecError, match="invalid machine id"):
+        parse_fleet('[[machines]]\nid = "r1\\n"\ntype = "robotic_arm"\n', "f.toml", MODEL_TYPES)
+
+
+async def test_the_server_header_shows_no_versions(make_server: MakeServer) -> None:
+    harness = await make_server()
+    for path in ("/", "/machines/robot_99", "/nowhere"):
+        response = await harness.client.get(path)
+        assert response.headers["Server"] == "demo-machine-server"
+
+
+async def test_a_refused_origin_is_not_echoed(make_server: MakeServer) -> None:
+    harness = await make_server(cors_origins=("http://dash.example",))
+    response = await harness.client.get(
+        "/ws/machines/robot_01",
+        headers={
+            "Origin": "http://evil.example",
+            "Connection": "Upgrade",
+            "Upgrade": "websocket",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Version": "13",
+        },
+    )
+    assert response.status == 403
+    assert "evil" not in await response.text()
+
+
+async def test_a_non_utf8_token_is_refused_with_json(make_server: MakeServer) -> None:
+    harness = await make_server(control_token="s3cret")
+    reader, writer = await asyncio.open_connection(harness.client.host, harness.client.port)
+    body = b'{"command": "stop"}'
+    writer.write(
+        b"POST /machines/cnc_01/commands HTTP/1.1\r\nHost: x\r\n"
+        b"Authorization: Bearer \xff\xfe\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body
+    )
+    answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 403"), answer[:60]
+    assert b'"error": "forbidden"' in answer
+
+
+async def test_active_faults_per_machine_are_capped(make_server: MakeServer) -> None:
+    harness = await make_server()
+    fault = {"type": "bias", "severity": 0.1, "sensor": "spindle_speed"}
+    for _ in range(MAX_ACTIVE_FAULTS):
+        assert (await harness.client.post("/machines/cnc_01/faults", json=fault)).status == 201
+    refused = await harness.client.post("/machines/cnc_01/faults", json=fault)
+    assert refused.status == 409
+    body = await refused.json()
+    assert (body["error"], body["limit"]) == ("too_many_faults", MAX_ACTIVE_FAULTS)
+    listed = await (await harness.client.get("/machines/cnc_01/faults")).json()
+    assert len(listed["faults"]) == MAX_ACTIVE_FAULTS
+    other = await harness.client.post(
+        "/machines/robot_01/faults", json={**fault, "sensor": "joint_1_angle"}
+    )
+    assert other.status == 201
