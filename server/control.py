@@ -12,11 +12,11 @@ Each gets one answer: ``{"op": "subscribed" | "unsubscribed", ...}`` or
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from server.errors import MAX_LISTED_IDS, unknown_machines_message, valid_ids
+from server.jsontext import MalformedJsonError, parse_json
 from server.store import Fields
 from simulation.catalog import FleetCatalog
 
@@ -56,8 +56,8 @@ def parse_control(text: str, catalog: FleetCatalog, tick_hz: float) -> Subscribe
             limit=MAX_CONTROL_MESSAGE_BYTES,
         )
     try:
-        message = json.loads(text)
-    except json.JSONDecodeError as error:
+        message = parse_json(text)
+    except MalformedJsonError as error:
         raise ProtocolError("malformed_json", f"not valid JSON: {error}") from None
     if not isinstance(message, dict):
         raise ProtocolError("malformed_message", "a control message is a JSON object with an 'op'")

@@ -6,12 +6,12 @@ from which it shows (``effective_seq`` in every answer), comes from :mod:`server
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
 from server.errors import json_error, unknown_machine
+from server.jsontext import MalformedJsonError, parse_json
 from server.keys import catalog_key, plant_key, store_key
 from server.labels import fault_json
 from server.plant import describe_machine
@@ -130,12 +130,12 @@ def refusal(request: web.Request, error: ControlError) -> web.Response:
 async def _json_body(request: web.Request, keys: tuple[str, ...]) -> dict[str, Any] | web.Response:
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         return json_error(413, "body_too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes")
-    raw = await request.content.read(MAX_BODY_BYTES + 1)
-    if len(raw) > MAX_BODY_BYTES:
+    raw = await _read_body(request)
+    if raw is None:
         return json_error(413, "body_too_large", f"bodies are limited to {MAX_BODY_BYTES} bytes")
     try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        body = parse_json(raw)
+    except MalformedJsonError as error:
         return json_error(400, "malformed_json", f"the body is not valid JSON: {error}")
     if not isinstance(body, dict):
         return json_error(400, "malformed_body", "the body must be a JSON object")
@@ -143,6 +143,18 @@ async def _json_body(request: web.Request, keys: tuple[str, ...]) -> dict[str, A
     if unknown:
         return json_error(400, "unknown_keys", f"unknown key(s) {unknown}", valid_keys=list(keys))
     return body
+
+
+async def _read_body(request: web.Request) -> bytes | None:
+    """The whole body, however many segments it came in; None past :data:`MAX_BODY_BYTES`."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(MAX_BODY_BYTES + 1 - size):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+    return b"".join(chunks)
 
 
 def _faults_json(request: web.Request, records: tuple[FaultRecord, ...]) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from simulation.errors import ControlError
 from simulation.spec import ONSETS, SENSOR_FAULTS, FaultRequest, SensorSpec
 
 STEP, RAMP, INTERMITTENT = range(3)  # indices into ONSETS
+MAX_DURATION_S = 1e9  # s, about 30 years of simulated time
 MAX_ACTIVE_FAULTS = 16  # per machine: more are refused (injected) or not drawn (spontaneous)
 
 RAMP_S = 600.0  # s, a ramp reaches the full severity after this long (or its duration)
@@ -128,7 +129,7 @@ class FaultKinds:
             or not 0.0 <= severity <= 1.0
         ):
             raise ControlError(
-                f"severity must be a number from 0 to 1, got {severity!r}", field="severity"
+                f"severity must be a number from 0 to 1, got {_short(severity)}", field="severity"
             )
         if onset not in ONSETS:
             raise ControlError(
@@ -145,11 +146,11 @@ class FaultKinds:
         if duration_s is not None and (
             isinstance(duration_s, bool)
             or not isinstance(duration_s, int | float)
-            or not 0.0 < duration_s < math.inf
+            or not 0.0 < duration_s <= MAX_DURATION_S
         ):
             raise ControlError(
-                "duration_s must be a positive number of simulated seconds, or omitted for a "
-                f"fault that lasts until it is cleared; got {duration_s!r}",
+                f"duration_s must be a number of simulated seconds in (0, {MAX_DURATION_S:g}], "
+                f"or omitted for a fault that lasts until it is cleared; got {_short(duration_s)}",
                 field="duration_s",
             )
         if kind in SENSOR_FAULTS and sensor not in self.sensors:
@@ -413,3 +414,9 @@ class FaultTable:
         self._sensor_rows = np.flatnonzero(~physical)
         self._next_end_s = float(rows["end_s"].min()) if rows.size else math.inf
         self._set = None
+
+
+def _short(value: object, limit: int = 40) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a 4,000-digit number is not echoed)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -132,3 +132,56 @@ async def test_active_faults_per_machine_are_capped(make_server: MakeServer) -> 
         "/machines/robot_01/faults", json={**fault, "sensor": "joint_1_angle"}
     )
     assert other.status == 201
+
+
+NASTY_BODIES = {
+    "huge integer": b'{"type": "bias", "severity": ' + b"9" * 5000 + b"}",
+    "deep nesting": b'{"type": ' + b"[" * 5_000 + b"]" * 5_000 + b"}",
+    "huge duration": b'{"type": "overheating", "severity": 0.5, "duration_s": 1'
+    + b"0" * 400
+    + b"}",
+    "infinite duration": b'{"type": "overheating", "severity": 0.5, "duration_s": 1e400}',
+    "huge severity": b'{"type": "overheating", "severity": 1' + b"0" * 400 + b"}",
+}
+
+
+@pytest.mark.parametrize("body", list(NASTY_BODIES.values()), ids=list(NASTY_BODIES))
+async def test_malformed_numbers_and_nesting_are_a_json_400(
+    make_server: MakeServer, body: bytes
+) -> None:
+    harness = await make_server()
+    response = await harness.client.post(
+        "/machines/cnc_01/faults", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status == 400
+    answer = await response.json()
+    assert answer["error"] in ("malformed_json", "bad_severity", "bad_duration_s")
+    assert len(answer["message"]) < 400  # the number is not echoed back whole
+    assert (await harness.client.get("/machines/cnc_01/data")).status == 200
+
+
+async def test_malformed_control_messages_keep_the_socket(make_server: MakeServer) -> None:
+    harness = await make_server()
+    async with harness.client.ws_connect("/ws") as ws:
+        for text in ('{"op": "subscribe", "since": ' + "9" * 5000 + "}", "[" * 5000 + "]" * 5000):
+            await ws.send_str(text)
+            answer = await ws.receive_json(timeout=5)
+            assert (answer["op"], answer["error"]) == ("error", "malformed_json")
+        await ws.send_json({"op": "subscribe", "machines": ["robot_01"], "id": 1})
+        assert (await ws.receive_json(timeout=5))["op"] == "subscribed"
+
+
+async def test_a_body_in_two_segments_is_read_whole(make_server: MakeServer) -> None:
+    harness = await make_server()
+    body = b'{"type": "overheating", "severity": 0.5}'
+    reader, writer = await asyncio.open_connection(harness.client.host, harness.client.port)
+    writer.write(
+        b"POST /machines/cnc_01/faults HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body[:9]
+    )
+    await writer.drain()
+    await asyncio.sleep(0.05)  # lets the server take the first segment on its own
+    writer.write(body[9:])
+    answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 201"), answer[:200]
