@@ -61,6 +61,13 @@ def _parse_origins(text: str) -> tuple[str, ...]:
     return origins
 
 
+def _parse_control_origins(text: str) -> tuple[str, ...]:
+    origins = tuple(origin.strip().rstrip("/") for origin in text.split(",") if origin.strip())
+    if "*" in origins:
+        raise argparse.ArgumentTypeError("name each origin trusted for control; * is not allowed")
+    return origins
+
+
 def _parse_networks(text: str) -> tuple[IPv4Network | IPv6Network, ...]:
     try:
         networks = tuple(ip_network(part.strip()) for part in text.split(",") if part.strip())
@@ -220,6 +227,14 @@ class Settings:
         _token,
         "bearer token required by the endpoints that change the plant (faults, commands); "
         "without one they are accepted only from --control-networks",
+    )
+    control_origins: tuple[str, ...] = option(
+        (),
+        "--control-origins",
+        "CONTROL_ORIGINS",
+        _parse_control_origins,
+        "comma-separated origins (scheme://host:port) whose web pages may change the plant, "
+        "besides the server's own; none by default",
     )
     control_networks: tuple[IPv4Network | IPv6Network, ...] = option(
         LOOPBACK_NETWORKS,

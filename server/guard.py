@@ -1,7 +1,12 @@
-"""Who may change the plant: a bearer token when one is set, else trusted networks only.
+"""Who may change the plant: a bearer token when one is set, else trusted networks only;
+and never a web page of another origin.
 
 Faults and commands change what every dashboard sees, so every mutating request
-(POST, PUT, PATCH, DELETE) is checked; reads stay open.
+(POST, PUT, PATCH, DELETE) is checked; reads stay open. A browser names the page's origin in
+``Origin`` (and ``Sec-Fetch-Site``) on every such request: a mutation from a page is accepted
+only from the server's own origin or one of ``--control-origins``, whatever ``--cors-origins``
+allows for reads. Clients that are not browsers (curl, scripts) send neither header and are
+judged by the token or their network alone.
 """
 
 from __future__ import annotations
@@ -23,10 +28,33 @@ async def guard_mutations(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     if request.method in MUTATING_METHODS:
-        refusal = refuse(request)
+        refusal = refuse_cross_origin(request) or refuse(request)
         if refusal is not None:
             return refusal
     return await handler(request)
+
+
+def refuse_cross_origin(request: web.Request) -> web.Response | None:
+    """The 403 for a mutation sent by a page of an origin not trusted for control, or None."""
+    origin = request.headers.get("Origin")
+    site = request.headers.get("Sec-Fetch-Site", "")
+    if origin is None:
+        if site in ("cross-site", "same-site"):  # a browser that withheld the origin
+            return _cross_origin()
+        return None
+    own = f"{request.scheme}://{request.host}"
+    if origin == own or origin in request.app[settings_key].control_origins:
+        return None
+    return _cross_origin()
+
+
+def _cross_origin() -> web.Response:
+    return json_error(
+        403,
+        "cross_origin",
+        "pages of other origins may not change the plant; the server's own pages and those "
+        "of --control-origins may",
+    )
 
 
 def refuse(request: web.Request) -> web.Response | None:

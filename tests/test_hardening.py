@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import subprocess
 import sys
@@ -185,3 +186,45 @@ async def test_a_body_in_two_segments_is_read_whole(make_server: MakeServer) -> 
     answer = await reader.read()
     writer.close()
     assert answer.startswith(b"HTTP/1.1 201"), answer[:200]
+
+
+FAULT = {"type": "overheating", "severity": 0.5}
+
+
+async def test_pages_of_other_origins_cannot_change_the_plant(make_server: MakeServer) -> None:
+    harness = await make_server()  # CORS allows every origin to read
+    path = "/machines/cnc_01/faults"
+    evil = await harness.client.post(path, json=FAULT, headers={"Origin": "http://evil.example"})
+    assert evil.status == 403
+    assert (await evil.json())["error"] == "cross_origin"
+    simple = await harness.client.post(
+        path,
+        data=json.dumps(FAULT),
+        headers={"Origin": "http://evil.example", "Content-Type": "text/plain"},
+    )
+    assert simple.status == 403
+    hidden = await harness.client.post(path, json=FAULT, headers={"Sec-Fetch-Site": "cross-site"})
+    assert hidden.status == 403
+    command = await harness.client.post(
+        "/machines/cnc_01/commands",
+        json={"command": "stop"},
+        headers={"Origin": "null"},
+    )
+    assert command.status == 403
+    assert (await (await harness.client.get(path)).json())["faults"] == []
+    own = f"http://{harness.client.host}:{harness.client.port}"
+    assert (await harness.client.post(path, json=FAULT, headers={"Origin": own})).status == 201
+    assert (await harness.client.post(path, json=FAULT)).status == 201  # curl: no Origin
+
+
+async def test_control_origins_are_trusted_apart_from_cors(make_server: MakeServer) -> None:
+    harness = await make_server(
+        cors_origins=("https://dash.example",), control_origins=("https://ops.example",)
+    )
+    path = "/machines/robot_01/faults"
+    read_only = await harness.client.post(
+        path, json=FAULT, headers={"Origin": "https://dash.example"}
+    )
+    assert read_only.status == 403
+    ops = await harness.client.post(path, json=FAULT, headers={"Origin": "https://ops.example"})
+    assert ops.status == 201
