@@ -132,8 +132,13 @@ async def name_the_server(request: web.Request, response: web.StreamResponse) ->
 
 
 async def close_websockets(app: web.Application) -> None:
-    """On SIGTERM/Ctrl+C close every WebSocket with 1001 (going away), all at once."""
-    await app[hub_key].close_all(WSCloseCode.GOING_AWAY, "server shutdown")
+    """On SIGTERM/Ctrl+C close every WebSocket with 1001 (going away), all at once; within half
+    the shutdown timeout, so the rest of the shutdown still ends on time."""
+    await app[hub_key].close_all(
+        WSCloseCode.GOING_AWAY,
+        "server shutdown",
+        timeout_s=app[settings_key].shutdown_timeout_s / 2,
+    )
 
 
 def _add_routes(app: web.Application, settings: Settings) -> None:

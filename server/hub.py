@@ -239,12 +239,24 @@ class Hub:
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
 
-    async def close_all(self, code: int, reason: str) -> None:
-        """Close every connection at once (on shutdown: 1001, going away)."""
-        await asyncio.gather(
-            *(connection.close(code, reason) for connection in list(self.connections)),
-            return_exceptions=True,
-        )
+    async def close_all(self, code: int, reason: str, *, timeout_s: float) -> None:
+        """Close every connection at once (on shutdown: 1001, going away); abort those whose
+        close has not completed within ``timeout_s`` (stalled or half-open peers)."""
+        closing = {
+            asyncio.ensure_future(connection.close(code, reason)): connection
+            for connection in list(self.connections)
+        }
+        if not closing:
+            return
+        _, late = await asyncio.wait(closing, timeout=timeout_s)
+        for task in late:
+            closing[task].transport.abort()
+            task.cancel()
+        await asyncio.gather(*closing, return_exceptions=True)
+        if late:
+            log.warning(
+                "aborted %d connection(s) that did not close in %.1f s", len(late), timeout_s
+            )
 
     def _deliver(self, connection: Connection, data: bytes, frames: int, now: float) -> None:
         transport = connection.transport

@@ -14,6 +14,8 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType
 
+from tests.rawsocket import open_non_reader
+
 START_LIMIT_S = 20.0
 
 
@@ -105,3 +107,55 @@ def test_help_explains_the_options() -> None:
     )
     assert "--tick-hz" in result.stdout
     assert "[env PORT]" in result.stdout
+
+
+async def _wait_for_dropped_frames(port: int) -> None:
+    deadline = time.monotonic() + START_LIMIT_S
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+                for line in (await response.text()).splitlines():
+                    if line.startswith("dms_frames_dropped_total ") and float(line.split()[1]):
+                        return
+            await asyncio.sleep(0.1)
+    raise AssertionError("the stalled client's buffers never filled")
+
+
+async def test_sigterm_ends_on_time_with_a_client_that_never_reads() -> None:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--shutdown-timeout",
+        "2",
+        "--tick-hz",
+        "100",
+        "--socket-send-buffer-bytes",
+        "4096",
+        env={"PATH": "/usr/bin:/bin"},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await _wait_until_serving(port, process)
+        stalled = await open_non_reader("127.0.0.1", port, "/ws/machines/robot_01")
+        await _wait_for_dropped_frames(port)  # its buffers are full: a close frame waits too
+        half_open = socket.create_connection(("127.0.0.1", port))
+        half_open.sendall(b"GET /ws/machines/cnc_01 HTTP/1.1\r\nHost: x\r\n")  # never finished
+        began = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(process.wait(), timeout=15)
+        took_s = time.monotonic() - began
+        stalled.close()
+        half_open.close()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert code == 0
+    assert took_s < 2 + 1.5  # the shutdown timeout, and the interpreter's own exit
