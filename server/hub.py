@@ -155,11 +155,17 @@ class Hub:
     def answer(self, connection: Connection, payloads: list[bytes]) -> None:
         """Send answers to the client's own request (JSON texts) in one write.
 
-        Answers go out past the send buffer bound: they are rate-limited and bounded
-        in size (acks, errors, a bounded number of resumed frames), and skipping one would
-        leave the client without the answer it waits for.
+        Answers are bounded in size (acks, errors, resumed frames up to the send buffer
+        bound) and rate-limited; skipping one would leave the client without the answer it
+        waits for, so a client that asks while it is over its send buffer bound (it does not
+        read) is closed with 1008 instead: its memory stays bounded whatever it sends.
         """
         if not payloads or connection.evicted or connection.transport.is_closing():
+            return
+        if connection.transport.get_write_buffer_size() > self.send_buffer_bytes:
+            # It asks while it does not read what it was sent: answering would grow the
+            # buffer without bound, so it is closed as a slow consumer instead.
+            self._evict(connection, "asks while over its send buffer bound")
             return
         connection.transport.write(b"".join(websocket_text_frame(text) for text in payloads))
         connection.sent += len(payloads)
@@ -275,14 +281,11 @@ class Hub:
         connection.sent += frames
         self.stats.frames_sent += frames
 
-    def _evict(self, connection: Connection) -> None:
+    def _evict(self, connection: Connection, why: str | None = None) -> None:
         connection.evicted = True
         self.stats.slow_disconnects += 1
-        log.warning(
-            "closing slow consumer %s after %.1f s over its send buffer bound",
-            connection.peer,
-            self.stall_timeout_s,
-        )
+        why = why or f"{self.stall_timeout_s:.1f} s over its send buffer bound"
+        log.warning("closing slow consumer %s: %s", connection.peer, why)
         task = asyncio.create_task(self._close_slow(connection))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)

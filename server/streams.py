@@ -29,9 +29,11 @@ from server.store import Store
 UNKNOWN_MACHINE_CODE = 4404
 BAD_REQUEST_CODE = 4400
 MAX_CLOSE_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes
-MAX_RESUME_FRAMES = 6_000  # per subscribe request, over all its machines
+MAX_RESUME_FRAMES = 6_000  # per machine of a subscribe request; the send buffer bounds it first
 CONTROL_RATE_PER_S = 10.0
 CONTROL_BURST = 20
+MAX_RATE_VIOLATIONS = 50  # messages refused as rate-limited before the socket is closed
+TOO_MANY_MESSAGES_CODE = 1008
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -52,7 +54,14 @@ async def machine_stream(request: web.Request) -> web.StreamResponse:
         await _refuse(ws, BAD_REQUEST_CODE, str(error))
         return ws
     async with _Registered(request, ws) as connection:
-        _start(request.app[hub_key], store, connection, subscription, ack_hz=None)
+        _start(
+            request.app[hub_key],
+            store,
+            connection,
+            subscription,
+            ack_hz=None,
+            budget_bytes=request.app[settings_key].send_buffer_bytes,
+        )
         async for message in ws:
             if message.type is WSMsgType.ERROR:
                 break
@@ -66,6 +75,7 @@ async def multiplex_stream(request: web.Request) -> web.StreamResponse:
     app = request.app
     hub, store, settings = app[hub_key], app[store_key], app[settings_key]
     bucket = TokenBucket(CONTROL_RATE_PER_S, CONTROL_BURST, hub.clock.now())
+    violations = 0
     async with _Registered(request, ws) as connection:
         async for message in ws:
             if message.type is WSMsgType.ERROR:
@@ -74,6 +84,12 @@ async def multiplex_stream(request: web.Request) -> web.StreamResponse:
                 if message.type is not WSMsgType.TEXT:
                     raise ProtocolError("binary_not_accepted", "control messages are JSON text")
                 if not bucket.take(hub.clock.now()):
+                    violations += 1
+                    if violations > MAX_RATE_VIOLATIONS:
+                        await ws.close(
+                            code=TOO_MANY_MESSAGES_CODE, message=b"too many control messages"
+                        )
+                        break
                     raise ProtocolError(
                         "rate_limited",
                         f"at most {CONTROL_RATE_PER_S:g} control messages per second "
@@ -115,7 +131,14 @@ def _apply(
             limit=settings.max_subscriptions,
             id=request.request_id,
         )
-    _start(hub, store, connection, request, ack_hz=settings.tick_hz / request.every)
+    _start(
+        hub,
+        store,
+        connection,
+        request,
+        ack_hz=settings.tick_hz / request.every,
+        budget_bytes=settings.send_buffer_bytes,
+    )
 
 
 def _start(
@@ -125,6 +148,7 @@ def _start(
     request: Subscribe,
     *,
     ack_hz: float | None,
+    budget_bytes: int,
 ) -> None:
     """Subscribe, then send the ack (if ``ack_hz``) and what the client has not seen yet:
     the latest snapshot, or with ``since`` the frames it missed."""
@@ -143,13 +167,17 @@ def _start(
     if request.since is None:
         payloads += [hub.snapshot(machine, request.fields) for machine in request.machines]
     else:
-        payloads += _missed(store, hub.seq, request)
+        frame_bytes = max(
+            len(hub.snapshot(machine, request.fields)) for machine in request.machines
+        )
+        most = max(1, budget_bytes // (frame_bytes * len(request.machines)))
+        payloads += _missed(store, hub.seq, request, min(most, MAX_RESUME_FRAMES))
     hub.answer(connection, payloads)
 
 
-def _missed(store: Store, latest_seq: int, request: Subscribe) -> list[bytes]:
+def _missed(store: Store, latest_seq: int, request: Subscribe, most: int) -> list[bytes]:
     """Held frames after ``since`` up to the hub's ``latest_seq``, on the request's decimation,
-    behind a gap marker where short."""
+    at most ``most`` per machine (the newest), behind a gap marker where short."""
     history, since = store.history, request.since
     assert since is not None
     if since > latest_seq:
@@ -167,7 +195,7 @@ def _missed(store: Store, latest_seq: int, request: Subscribe) -> list[bytes]:
         ]
     held = history.after(since, until=latest_seq)
     due = [frame for frame in held if frame.seq % request.every == 0]
-    kept = due[-max(1, MAX_RESUME_FRAMES // len(request.machines)) :]
+    kept = due[-most:]
     expected = _first_due(since + 1, request.every)
     gap_end = (kept[0].seq if kept else latest_seq + 1) - 1
     reason = "limit" if len(kept) < len(due) else "expired"

@@ -42,3 +42,15 @@ async def read_until_closed(sock: socket.socket) -> bytes:
     except ConnectionResetError:
         pass
     return bytes(received)
+
+
+def masked_text_frame(text: str) -> bytes:
+    """A client-to-server WebSocket text frame (masked, as RFC 6455 requires of clients)."""
+    payload = text.encode()
+    mask = os.urandom(4)
+    length = len(payload)
+    if length < 126:
+        header = bytes([0x81, 0x80 | length])
+    else:
+        header = bytes([0x81, 0x80 | 126]) + length.to_bytes(2, "big")
+    return header + mask + bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))

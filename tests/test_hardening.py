@@ -10,11 +10,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from aiohttp import WSMsgType
 
+from server.keys import hub_key
+from server.streams import CONTROL_BURST, MAX_RATE_VIOLATIONS
 from simulation import FleetSpecError, parse_fleet
 from simulation.faults import MAX_ACTIVE_FAULTS
 from simulation.models import MODEL_TYPES
 from tests.conftest import MakeServer
+from tests.rawsocket import masked_text_frame, open_non_reader, read_until_closed
+
+ALL = ["robot_01", "cnc_01", "conveyor_01"]
 
 
 def start(*arguments: str) -> subprocess.CompletedProcess[str]:
@@ -228,3 +234,58 @@ async def test_control_origins_are_trusted_apart_from_cors(make_server: MakeServ
     assert read_only.status == 403
     ops = await harness.client.post(path, json=FAULT, headers={"Origin": "https://ops.example"})
     assert ops.status == 201
+
+
+async def test_a_client_that_asks_without_reading_is_closed_not_answered(
+    make_server: MakeServer,
+) -> None:
+    harness = await make_server(
+        send_buffer_bytes=2048, socket_send_buffer_bytes=4096, stall_timeout_s=1e6
+    )  # only its own answers fill its buffers: no ticks, no eviction for stalling
+    hub = harness.app[hub_key]
+    host, port = harness.client.host, harness.client.port
+    sock = await open_non_reader(host, port, "/ws")
+    loop = asyncio.get_running_loop()
+    ask = masked_text_frame(json.dumps({"op": "subscribe", "machines": ALL, "since": 0}))
+    for _ in range(400):  # bounded: the server closes it long before
+        if hub.stats.slow_disconnects:
+            break
+        harness.clock.stall(1.0)  # tokens for the next message: no rate limit in the way
+        try:
+            await loop.sock_sendall(sock, ask)
+        except (ConnectionResetError, BrokenPipeError):
+            break
+        await asyncio.sleep(0.001)  # lets the server read and answer it
+    tail = await asyncio.wait_for(read_until_closed(sock), timeout=10)
+    sock.close()
+    assert hub.stats.slow_disconnects == 1
+    assert b"\x88" in tail[-40:]  # a close frame ...
+    assert b"\x03\xf0" in tail[-40:]  # ... with code 1008
+    assert hub.connections == set()
+
+
+async def test_a_flood_of_refused_messages_closes_the_socket(make_server: MakeServer) -> None:
+    harness = await make_server()
+    async with harness.client.ws_connect("/ws") as ws:
+        for _ in range(CONTROL_BURST + MAX_RATE_VIOLATIONS + 1):
+            await ws.send_json({"op": "unsubscribe"})
+        message = await ws.receive(timeout=5)
+        while message.type is WSMsgType.TEXT:
+            message = await ws.receive(timeout=5)
+        assert message.type is WSMsgType.CLOSE
+        assert ws.close_code == 1008
+
+
+async def test_a_resume_is_capped_by_the_send_buffer_with_a_gap_for_the_rest(
+    make_server: MakeServer,
+) -> None:
+    harness = await make_server(send_buffer_bytes=4096)
+    await harness.clock.tick(99)  # seq 100
+    async with harness.client.ws_connect("/ws") as ws:
+        await ws.send_json({"op": "subscribe", "machines": ["cnc_01"], "since": 0})
+        assert (await ws.receive_json(timeout=5))["op"] == "subscribed"
+        gap = await ws.receive_json(timeout=5)
+        assert (gap["op"], gap["reason"], gap["from_seq"]) == ("gap", "limit", 1)
+        texts = [await ws.receive_str(timeout=5) for _ in range(100 - gap["to_seq"])]
+        assert [json.loads(text)["seq"] for text in texts] == list(range(gap["to_seq"] + 1, 101))
+        assert sum(len(text) for text in texts) <= 4096
