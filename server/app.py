@@ -27,6 +27,7 @@ from server.hub import Hub
 from server.keys import (
     catalog_key,
     engine_key,
+    history_gate_key,
     hub_key,
     machines_json_key,
     metrics_key,
@@ -89,6 +90,7 @@ def create_app(
     app[plant_key] = LocalPlant(source)
     app[metrics_key] = metrics
     app[machines_json_key] = api.machines_listing(catalog)
+    app[history_gate_key] = asyncio.Semaphore(history.CONCURRENT_READS)
     _add_routes(app, settings)
     app.cleanup_ctx.append(run_engine)
     if settings.gc_freeze:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 from aiohttp import web
 
 from server.control import ProtocolError, check_fields
 from server.errors import json_error, unknown_machine
-from server.keys import settings_key, store_key
+from server.keys import history_gate_key, settings_key, store_key
 
 FORMATS = ("json", "csv")
 DEFAULT_SECONDS = 60.0
+CHUNK_FRAMES = 200  # frames encoded between two turns of the event loop (a few ms)
+CONCURRENT_READS = 4  # history reads encoding at once; the others wait their turn
 
 routes = web.RouteTableDef()
 
@@ -54,15 +57,24 @@ async def machine_history(request: web.Request) -> web.Response:
     except ProtocolError as error:
         details = {k: v for k, v in error.payload.items() if k not in ("op", "id")}
         return json_error(400, **details)
-    frames = store.recent(seconds)
+    async with request.app[history_gate_key]:
+        stamped = store.recent(seconds)
+        parts: list[bytes] = []
+        for start in range(0, max(len(stamped), 1), CHUNK_FRAMES):
+            chunk = stamped[start : start + CHUNK_FRAMES]
+            if output == "csv":
+                parts.append(store.csv(chunk, machine_id, fields, header=start == 0).encode())
+            else:
+                parts += [store.encode(f, machine_id, fields, epoch_s=e) for f, e in chunk]
+            await asyncio.sleep(0)  # the loop serves streams and others between chunks
     if output == "csv":
         return web.Response(
-            text=store.csv(frames, machine_id, fields),
+            body=b"".join(parts),
             content_type="text/csv",
+            charset="utf-8",
             headers={"Content-Disposition": f'inline; filename="{machine_id}.csv"'},
         )
-    body = b"[" + b",".join(store.encode(frame, machine_id, fields) for frame in frames) + b"]"
-    return web.Response(body=body, content_type="application/json")
+    return web.Response(body=b"[" + b",".join(parts) + b"]", content_type="application/json")
 
 
 def _seconds(text: str | None, max_seconds: float) -> float | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from server.config import Settings
@@ -20,3 +22,4 @@ engine_key = web.AppKey("engine", Engine)
 plant_key = web.AppKey("plant", PlantControl)
 metrics_key = web.AppKey("metrics", Metrics)
 machines_json_key = web.AppKey("machines_json", bytes)
+history_gate_key = web.AppKey("history_gate", asyncio.Semaphore)

@@ -22,6 +22,7 @@ from simulation.catalog import FleetCatalog
 log = logging.getLogger(__name__)
 
 Fields = tuple[str, ...] | None  # a subset of a machine type's fields; None: all of them
+Stamped = tuple[Frame, float]  # a frame and its epoch timestamp
 
 
 class History:
@@ -138,37 +139,52 @@ class Store:
             encoded = self._encoded[key] = self.encode(frame, machine_id, fields)
         return encoded
 
-    def recent(self, seconds: float) -> list[Frame]:
-        """Held frames within ``seconds`` of simulated time before the latest, oldest first."""
+    def recent(self, seconds: float) -> list[Stamped]:
+        """Held frames within ``seconds`` of simulated time before the latest, oldest first,
+        each with its epoch timestamp (so they can be encoded after the ring has moved on)."""
         latest = self.latest
         if latest is None:
             return []
         ticks = math.floor(seconds / self.dt_s + 1e-9)
-        return list(self.history.after(latest.seq - ticks - 1))
+        return [
+            (frame, self.history.timestamp_s(frame.seq))
+            for frame in self.history.after(latest.seq - ticks - 1)
+        ]
 
-    def csv(self, frames: list[Frame], machine_id: str, fields: Fields = None) -> str:
-        """``frames`` of one machine as CSV text with a header line."""
+    def csv(
+        self, stamped: list[Stamped], machine_id: str, fields: Fields = None, *, header: bool = True
+    ) -> str:
+        """Frames of one machine as CSV text, after a header line if ``header``."""
         slot, column = self.catalog.locate(machine_id)
         template = self._template(slot, fields)
         labels = self.labels.wanted(fields)
-        lines = [template.csv_header(labels)]
-        for frame in frames:
+        lines = [template.csv_header(labels)] if header else []
+        for frame, epoch_s in stamped:
             values = template.select(frame.values[slot][:, column])
             cells = self.labels.cells(frame, slot, column, labels)
-            timestamp = iso_timestamp(self.history.timestamp_s(frame.seq))
-            lines.append(template.csv_row(timestamp, frame.seq, values, cells))
+            lines.append(template.csv_row(iso_timestamp(epoch_s), frame.seq, values, cells))
         return "".join(lines)
 
-    def encode(self, frame: Frame, machine_id: str, fields: Fields = None) -> bytes:
-        """One machine's snapshot from any held frame (the latest or an older one)."""
+    def encode(
+        self,
+        frame: Frame,
+        machine_id: str,
+        fields: Fields = None,
+        *,
+        epoch_s: float | None = None,
+    ) -> bytes:
+        """One machine's snapshot from a frame: the latest, a held one, or one taken from the
+        history earlier with its ``epoch_s``."""
         slot, column = self.catalog.locate(machine_id)
         template = self._template(slot, fields)
         values = template.select(frame.values[slot][:, column])
         self.encodes += 1
-        frame_epoch_s = self.history.timestamp_s(frame.seq)
+        if epoch_s is None:
+            epoch_s = self.history.timestamp_s(frame.seq)
         wanted = self.labels.wanted(fields)
-        tail = self.labels.json(frame, slot, column, wanted, self._epoch_offset_s(frame))
-        return template.encode(machine_id, iso_timestamp(frame_epoch_s), frame.seq, values, tail)
+        offset_s = round(epoch_s, 3) - frame.time_s
+        tail = self.labels.json(frame, slot, column, wanted, offset_s)
+        return template.encode(machine_id, iso_timestamp(epoch_s), frame.seq, values, tail)
 
     def onset_timestamp(self, onset_s: float) -> str:
         """The timestamp of a simulated instant, on the latest frame's clock."""
