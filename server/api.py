@@ -39,6 +39,10 @@ async def welcome(request: web.Request) -> web.Response:
             "speed": settings.speed,
             "seed": catalog.seed,
             "seq": frame.seq if frame is not None else 0,
+            "history": {
+                "seconds_asked": settings.history_seconds * settings.speed,
+                "seconds_held": store.held_seconds,
+            },
         }
     )
 

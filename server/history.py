@@ -67,14 +67,17 @@ async def machine_history(request: web.Request) -> web.Response:
             else:
                 parts += [store.encode(f, machine_id, fields, epoch_s=e) for f, e in chunk]
             await asyncio.sleep(0)  # the loop serves streams and others between chunks
+    # The history of a large fleet holds fewer seconds than asked for: say what it holds.
+    held = {"X-History-Held-Seconds": f"{store.held_seconds:g}"}
     if output == "csv":
         return web.Response(
             body=b"".join(parts),
             content_type="text/csv",
             charset="utf-8",
-            headers={"Content-Disposition": f'inline; filename="{machine_id}.csv"'},
+            headers={"Content-Disposition": f'inline; filename="{machine_id}.csv"'} | held,
         )
-    return web.Response(body=b"[" + b",".join(parts) + b"]", content_type="application/json")
+    body = b"[" + b",".join(parts) + b"]"
+    return web.Response(body=body, content_type="application/json", headers=held)
 
 
 def _seconds(text: str | None, max_seconds: float) -> float | None:

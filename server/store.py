@@ -139,6 +139,11 @@ class Store:
             encoded = self._encoded[key] = self.encode(frame, machine_id, fields)
         return encoded
 
+    @property
+    def held_seconds(self) -> float:
+        """Simulated seconds the history can hold (fewer than asked for a large fleet)."""
+        return self.history.capacity * self.dt_s
+
     def recent(self, seconds: float) -> list[Stamped]:
         """Held frames within ``seconds`` of simulated time before the latest, oldest first,
         each with its epoch timestamp (so they can be encoded after the ring has moved on)."""

@@ -289,3 +289,14 @@ async def test_a_resume_is_capped_by_the_send_buffer_with_a_gap_for_the_rest(
         texts = [await ws.receive_str(timeout=5) for _ in range(100 - gap["to_seq"])]
         assert [json.loads(text)["seq"] for text in texts] == list(range(gap["to_seq"] + 1, 101))
         assert sum(len(text) for text in texts) <= 4096
+
+
+async def test_a_history_cut_by_its_memory_bound_is_announced(make_server: MakeServer) -> None:
+    harness = await make_server(history_seconds=60.0, history_max_bytes=20_000)
+    await harness.clock.tick(3)
+    welcome = await (await harness.client.get("/")).json()
+    held = welcome["history"]["seconds_held"]
+    assert welcome["history"]["seconds_asked"] == 60.0
+    assert 0 < held < 60.0
+    response = await harness.client.get("/machines/robot_01/history?seconds=60")
+    assert float(response.headers["X-History-Held-Seconds"]) == pytest.approx(held)
