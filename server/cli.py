@@ -32,6 +32,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             host=settings.host,
             port=settings.port,
             shutdown_timeout=settings.shutdown_timeout_s,
+            keepalive_timeout=settings.keepalive_timeout_s,
             print=None,
         )
     except OSError as error:  # address in use, not an address of this host, no permission

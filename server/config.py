@@ -297,6 +297,14 @@ class Settings:
         _positive_float,
         "seconds between WebSocket pings; a peer that misses the pong is dropped",
     )
+    keepalive_timeout_s: float = option(
+        15.0,
+        "--keepalive-timeout",
+        "KEEPALIVE_TIMEOUT",
+        _positive_float,
+        "seconds an HTTP connection may stay idle (between requests, or before its first one) "
+        "before the server closes it, keeping file descriptors for real clients",
+    )
     shutdown_timeout_s: float = option(
         5.0,
         "--shutdown-timeout",

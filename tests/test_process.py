@@ -159,3 +159,31 @@ async def test_sigterm_ends_on_time_with_a_client_that_never_reads() -> None:
             await process.wait()
     assert code == 0
     assert took_s < 2 + 1.5  # the shutdown timeout, and the interpreter's own exit
+
+
+async def test_a_silent_connection_is_closed_after_the_keepalive_timeout() -> None:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--keepalive-timeout",
+        "1",
+        env={"PATH": "/usr/bin:/bin"},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await _wait_until_serving(port, process)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        began = time.monotonic()
+        assert await asyncio.wait_for(reader.read(), timeout=10) == b""  # closed, nothing sent
+        assert time.monotonic() - began < 5
+        writer.close()
+    finally:
+        process.kill()
+        await process.wait()
