@@ -187,18 +187,15 @@ class Store:
         if epoch_s is None:
             epoch_s = self.history.timestamp_s(frame.seq)
         wanted = self.labels.wanted(fields)
-        offset_s = round(epoch_s, 3) - frame.time_s
-        tail = self.labels.json(frame, slot, column, wanted, offset_s)
+        tail = self.labels.json(frame, slot, column, wanted, _epoch_offset_s(frame, epoch_s))
         return template.encode(machine_id, iso_timestamp(epoch_s), frame.seq, values, tail)
 
     def onset_timestamp(self, onset_s: float) -> str:
         """The timestamp of a simulated instant, on the latest frame's clock."""
         assert self.latest is not None
-        return iso_timestamp(self._epoch_offset_s(self.latest) + onset_s)
-
-    def _epoch_offset_s(self, frame: Frame) -> float:
-        """Epoch seconds minus simulated seconds, on a held frame's (millisecond) clock."""
-        return round(self.history.timestamp_s(frame.seq), 3) - frame.time_s
+        latest = self.latest
+        offset_s = _epoch_offset_s(latest, self.history.timestamp_s(latest.seq))
+        return iso_timestamp(offset_s + onset_s)
 
     def _template(self, slot: int, fields: Fields) -> SnapshotTemplate:
         template = self._templates.get((slot, fields))
@@ -210,3 +207,8 @@ class Store:
             template = SnapshotTemplate(machine_type.name, sensors, machine_type.sensor_names)
             self._templates[(slot, fields)] = template
         return template
+
+
+def _epoch_offset_s(frame: Frame, epoch_s: float) -> float:
+    """Epoch seconds minus simulated seconds, on a frame's (millisecond) clock."""
+    return round(epoch_s, 3) - frame.time_s
