@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
 import subprocess
@@ -121,7 +122,9 @@ async def _wait_for_dropped_frames(port: int) -> None:
     raise AssertionError("the stalled client's buffers never filled")
 
 
-async def test_sigterm_ends_on_time_with_a_client_that_never_reads() -> None:
+@contextlib.asynccontextmanager
+async def running_server(*arguments: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
+    """``python -m server`` on a free loopback port with ``arguments``; killed if still running."""
     port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -131,18 +134,23 @@ async def test_sigterm_ends_on_time_with_a_client_that_never_reads() -> None:
         "127.0.0.1",
         "--port",
         str(port),
-        "--shutdown-timeout",
-        "2",
-        "--tick-hz",
-        "100",
-        "--socket-send-buffer-bytes",
-        "4096",
+        *arguments,
         env={"PATH": "/usr/bin:/bin"},
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
     try:
         await _wait_until_serving(port, process)
+        yield process, port
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_sigterm_ends_on_time_with_a_client_that_never_reads() -> None:
+    options = ("--shutdown-timeout", "2", "--tick-hz", "100", "--socket-send-buffer-bytes", "4096")
+    async with running_server(*options) as (process, port):
         stalled = await open_non_reader("127.0.0.1", port, "/ws/machines/robot_01")
         await _wait_for_dropped_frames(port)  # its buffers are full: a close frame waits too
         half_open = socket.create_connection(("127.0.0.1", port))
@@ -153,37 +161,14 @@ async def test_sigterm_ends_on_time_with_a_client_that_never_reads() -> None:
         took_s = time.monotonic() - began
         stalled.close()
         half_open.close()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
     assert code == 0
     assert took_s < 2 + 1.5  # the shutdown timeout, and the interpreter's own exit
 
 
 async def test_a_silent_connection_is_closed_after_the_keepalive_timeout() -> None:
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--keepalive-timeout",
-        "1",
-        env={"PATH": "/usr/bin:/bin"},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        await _wait_until_serving(port, process)
+    async with running_server("--keepalive-timeout", "1") as (_, port):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         began = time.monotonic()
         assert await asyncio.wait_for(reader.read(), timeout=10) == b""  # closed, nothing sent
         assert time.monotonic() - began < 5
         writer.close()
-    finally:
-        process.kill()
-        await process.wait()
