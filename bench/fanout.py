@@ -1591,8 +1591,10 @@ before connect() to the receipt of the 101 answer; 1st = to the receipt of its f
 server (from /metrics): the longest GC pause per generation and pauses over 20 ms over the whole
 run ("run", ramp included) and in the window ("win <=": the longest in the window took at
 most this long, the bound of its histogram bucket); overrun = tick slots skipped; step ms =
-the simulation step of the window's last tick; tick ms = mean step + publish + fan-out time
-of a tick in the window, ms/1k = per 1,000 subscribers; late ms =
+the simulation step of the window's last tick; tick ms = mean time of a tick in the window
+(step + publish; a server with the fan-out inside the tick adds the fan-out), ms/1k = per
+1,000 subscribers; fan-out skip = frames the fan-out passed over for a newer one, fan-out ms
+= its mean time per frame (both 0 for a server without the counters); late ms =
 mean lateness of a tick's start; enc/tick = snapshots encoded per tick; conns end = open
 WebSockets once the clients' churn and probe had gone, against the clients still open.
 stall: steady clients' delivery and p99 in the stalled run against the control run of the same
