@@ -73,7 +73,6 @@ class HubStats:
     frames_dropped: int = 0
     slow_disconnects: int = 0
     disconnects: int = 0
-    broadcasts: int = 0
     skipped_ticks: int = 0  # published frames the fan-out passed over for a newer one
     broadcast_seconds_total: float = 0.0
     last_broadcast_s: float = 0.0
@@ -199,7 +198,6 @@ class Hub:
             self._broadcasting = False
             self._join()
         elapsed = self.clock.now() - began
-        self.stats.broadcasts += 1
         self.stats.last_broadcast_s = elapsed
         self.stats.broadcast_seconds_total += elapsed
 

@@ -42,7 +42,6 @@ class SinkStats:
     dropped: int = 0  # a background sink's frames dropped unsent, behind newer ones
     delivery_failures: int = 0  # a background sink's deliveries that raised
     seconds_total: float = 0.0
-    last_seconds: float = 0.0
     max_seconds: float = 0.0
 
 
@@ -74,7 +73,6 @@ class SinkSet:
             else:
                 stats.frames += 1
             elapsed = time.perf_counter() - began
-            stats.last_seconds = elapsed
             stats.seconds_total += elapsed
             stats.max_seconds = max(stats.max_seconds, elapsed)
             if isinstance(sink, BackgroundSink):

@@ -28,26 +28,8 @@ def free_port() -> int:
 
 @pytest.fixture
 async def server_process() -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--seed",
-        "5",
-        env={"PORT": str(port), "PATH": "/usr/bin:/bin"},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        await _wait_until_serving(port, process)
-        yield process, port
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    async with running_server("--seed", "5", port_in_env=True) as started:
+        yield started
 
 
 async def _wait_until_serving(port: int, process: asyncio.subprocess.Process) -> None:
@@ -123,19 +105,25 @@ async def _wait_for_dropped_frames(port: int) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running_server(*arguments: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
-    """``python -m server`` on a free loopback port with ``arguments``; killed if still running."""
+async def running_server(
+    *arguments: str, port_in_env: bool = False
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
+    """``python -m server`` on a free loopback port (as ``--port``, or as ``PORT`` in the
+    environment) with ``arguments``; killed if still running at the end."""
     port = free_port()
+    environ = {"PATH": "/usr/bin:/bin"}
+    if port_in_env:
+        environ["PORT"] = str(port)
+    else:
+        arguments = ("--port", str(port), *arguments)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "server",
         "--host",
         "127.0.0.1",
-        "--port",
-        str(port),
         *arguments,
-        env={"PATH": "/usr/bin:/bin"},
+        env=environ,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
