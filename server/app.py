@@ -18,6 +18,7 @@ from aiohttp import WSCloseCode, web
 from server import api, history, plant_api, streams
 from server.clock import Clock, MonotonicClock
 from server.config import Settings
+from server.connections import SERVER_NAME, ConnectionCap
 from server.engine import Engine
 from server.errors import json_errors
 from server.fleetfile import fresh_seed, load_fleet
@@ -26,6 +27,7 @@ from server.guard import guard_mutations
 from server.hub import Hub
 from server.keys import (
     catalog_key,
+    connection_cap_key,
     engine_key,
     history_gate_key,
     hub_key,
@@ -42,7 +44,6 @@ from server.source import LocalSource
 from server.store import Store
 from simulation import Fleet
 
-SERVER_NAME = "demo-machine-server"
 UNCORS_PATHS = ("/metrics", "/ws")  # scrapes and WebSockets: no CORS preflight applies
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,8 @@ def create_app(
         stall_timeout_s=settings.stall_timeout_s,
     )
     engine = Engine(source, SinkSet([store, *sinks]), tick_hz=settings.tick_hz, clock=clock)
-    metrics = Metrics(hub, engine)
+    connections = ConnectionCap(settings.max_connections)
+    metrics = Metrics(hub, engine, connections)
     engine.on_tick = metrics.observe_tick
     app = web.Application(middlewares=[json_errors, guard_mutations])
     app[settings_key] = settings
@@ -89,6 +91,7 @@ def create_app(
     app[engine_key] = engine
     app[plant_key] = LocalPlant(source)
     app[metrics_key] = metrics
+    app[connection_cap_key] = connections
     app[machines_json_key] = api.machines_listing(catalog)
     app[history_gate_key] = asyncio.Semaphore(history.CONCURRENT_READS)
     _add_routes(app, settings)

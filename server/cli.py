@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from aiohttp import web
-
 from server.app import create_app
 from server.config import configure_logging, load_settings
+from server.serve import serve
 from simulation import FleetSpecError
 
 
@@ -27,14 +27,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except (FleetSpecError, OSError) as error:
         sys.exit(f"python -m server: cannot load the fleet: {error}")
     try:
-        web.run_app(
-            app,
-            host=settings.host,
-            port=settings.port,
-            shutdown_timeout=settings.shutdown_timeout_s,
-            keepalive_timeout=settings.keepalive_timeout_s,
-            print=None,
-        )
+        asyncio.run(serve(app, settings))
     except OSError as error:  # address in use, not an address of this host, no permission
         reason = error.strerror or str(error)
         sys.exit(f"python -m server: cannot listen on {settings.host}:{settings.port}: {reason}")

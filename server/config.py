@@ -305,6 +305,14 @@ class Settings:
         "seconds an HTTP connection may stay idle (between requests, or before its first one) "
         "before the server closes it, keeping file descriptors for real clients",
     )
+    max_connections: int = option(
+        10_000,
+        "--max-connections",
+        "MAX_CONNECTIONS",
+        _positive_int,
+        "open TCP connections (HTTP and WebSocket) at most; past it a new one gets 503 and "
+        "the log says so (the file-descriptor limit is raised to fit, or caps it lower)",
+    )
     shutdown_timeout_s: float = option(
         5.0,
         "--shutdown-timeout",

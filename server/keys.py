@@ -7,6 +7,7 @@ import asyncio
 from aiohttp import web
 
 from server.config import Settings
+from server.connections import ConnectionCap
 from server.engine import Engine
 from server.hub import Hub
 from server.metrics import Metrics
@@ -23,3 +24,4 @@ plant_key = web.AppKey("plant", PlantControl)
 metrics_key = web.AppKey("metrics", Metrics)
 machines_json_key = web.AppKey("machines_json", bytes)
 history_gate_key = web.AppKey("history_gate", asyncio.Semaphore)
+connection_cap_key = web.AppKey("connection_cap", ConnectionCap)

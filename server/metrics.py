@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from server.connections import ConnectionCap
 from server.engine import Engine
 from server.hub import Hub
 
@@ -22,15 +23,28 @@ GC_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
 class ServerCollector(Collector):
     """Exposes the hub's and the engine's plain counters; costs nothing between scrapes."""
 
-    def __init__(self, hub: Hub, engine: Engine, metrics: Metrics) -> None:
+    def __init__(
+        self, hub: Hub, engine: Engine, connections: ConnectionCap, metrics: Metrics
+    ) -> None:
         self.hub = hub
         self.engine = engine
+        self.connections = connections
         self.metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
         hub, engine = self.hub, self.engine
         yield _gauge("dms_machines", "Machines in the fleet.", engine.source.catalog.size)
         yield _gauge("dms_connections", "Open WebSocket connections.", len(hub.connections))
+        yield _gauge(
+            "dms_tcp_connections",
+            "Open TCP connections (HTTP and WebSocket) counted against --max-connections.",
+            self.connections.open,
+        )
+        yield _counter(
+            "dms_connections_refused",
+            "Connections refused (503) at the --max-connections cap.",
+            self.connections.refused,
+        )
         yield _gauge(
             "dms_subscriptions",
             "Machine subscriptions over all connections.",
@@ -91,11 +105,11 @@ class ServerCollector(Collector):
 class Metrics:
     """The app's own registry (no process-global state) and its histograms."""
 
-    def __init__(self, hub: Hub, engine: Engine) -> None:
+    def __init__(self, hub: Hub, engine: Engine, connections: ConnectionCap) -> None:
         self._gc_started = 0.0
         self.gc_pause_max_s = [0.0, 0.0, 0.0]
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(ServerCollector(hub, engine, self))
+        self.registry.register(ServerCollector(hub, engine, connections, self))
         self.tick_seconds = Histogram(
             "dms_tick_duration_seconds",
             "Step and publish time of one tick (the fan-out runs on its own task).",

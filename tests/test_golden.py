@@ -4,6 +4,12 @@ Each run steps a seeded fleet with spontaneous faults, injected faults of every 
 every command, and hashes every frame's telemetry and labels. The digests were taken from
 the code before the seams were redesigned; they change only when a model's behaviour is
 meant to change (then say so in the commit and take the new digest).
+
+Values are hashed as float32: numpy's vectorised sin, exp and log differ in the last bits
+between CPUs (its AVX-512 paths against the others) and between numpy releases, so float64
+digests would pin a machine, not the models. At float32 the digests are the same with numpy
+1.26 to 2.4, with and without AVX-512 (``NPY_DISABLE_CPU_FEATURES`` checks the latter);
+states, fault records, seq and time are hashed exactly.
 """
 
 from __future__ import annotations
@@ -23,10 +29,10 @@ def frame_digest(frames: list[Frame]) -> str:
     for frame in frames:
         digest.update(np.array([frame.seq, frame.time_s]).tobytes())
         for slot in range(len(frame.values)):
-            digest.update(np.ascontiguousarray(frame.values[slot]).tobytes())
+            digest.update(np.asarray(frame.values[slot], dtype=np.float32).tobytes())
             digest.update(frame.state[slot].tobytes())
-            digest.update(frame.health[slot].tobytes())
-            digest.update(frame.rul_s[slot].tobytes())
+            digest.update(np.asarray(frame.health[slot], dtype=np.float32).tobytes())
+            digest.update(np.asarray(frame.rul_s[slot], dtype=np.float32).tobytes())
             for record in frame.faults[slot].records:
                 digest.update(repr(record).encode())
     return digest.hexdigest()
@@ -96,19 +102,19 @@ CASES = {
         lambda: Fleet(default_fleet(), seed=20261130, dt_s=0.1),
         600,
         SCRIPT,
-        "702d212e88e608ee88a4552f73a0697dd3b771504e6b45f7e7b56e3f1becf2c7",
+        "13ae52543de518794211df05a399ef17e68e86ae6a7945e3c0b7262a923b12ad",
     ),
     "30 machines at 1 Hz, spontaneous faults": (
         lambda: Fleet(mixed_fleet(30), seed=7, dt_s=1.0, fault_rate_per_h=2.0, repair_after_s=300),
         3600,
         {},
-        "67a9a0db872e0bd05fddeccc4c4db1f8bbcf834aa859c08796e8af6931f143ab",
+        "d318c47b4272576a7ed96073ff7d3663aeb02a667eef5cea2eed1828406be54d",
     ),
     "9 machines, 10 s steps, spontaneous faults": (
         lambda: Fleet(mixed_fleet(9), seed=3, dt_s=10.0, fault_rate_per_h=0.5),
         500,
         {},
-        "6caa3348d2583c26559dcec306e22bc7cfa9e64d0499fd7ef001f4b232fa5d78",
+        "22365e95be8c864bf6cbc081845684426625476c0bd24fcabc825ab959b782a3",
     ),
 }
 

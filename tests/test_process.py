@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import socket
 import subprocess
@@ -15,35 +14,14 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType
 
+from tests.processes import START_LIMIT_S, running_server
 from tests.rawsocket import open_non_reader
-
-START_LIMIT_S = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
 async def server_process() -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
     async with running_server("--seed", "5", port_in_env=True) as started:
         yield started
-
-
-async def _wait_until_serving(port: int, process: asyncio.subprocess.Process) -> None:
-    deadline = time.monotonic() + START_LIMIT_S
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            assert process.returncode is None, "the server exited during start-up"
-            try:
-                async with session.get(f"http://127.0.0.1:{port}/") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.05)
-    raise AssertionError(f"server not serving on port {port} after {START_LIMIT_S} s")
 
 
 async def test_port_comes_from_the_environment_and_sigterm_closes_streams_with_1001(
@@ -102,38 +80,6 @@ async def _wait_for_dropped_frames(port: int) -> None:
                         return
             await asyncio.sleep(0.1)
     raise AssertionError("the stalled client's buffers never filled")
-
-
-@contextlib.asynccontextmanager
-async def running_server(
-    *arguments: str, port_in_env: bool = False
-) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
-    """``python -m server`` on a free loopback port (as ``--port``, or as ``PORT`` in the
-    environment) with ``arguments``; killed if still running at the end."""
-    port = free_port()
-    environ = {"PATH": "/usr/bin:/bin"}
-    if port_in_env:
-        environ["PORT"] = str(port)
-    else:
-        arguments = ("--port", str(port), *arguments)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "server",
-        "--host",
-        "127.0.0.1",
-        *arguments,
-        env=environ,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        await _wait_until_serving(port, process)
-        yield process, port
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
 
 
 async def test_sigterm_ends_on_time_with_a_client_that_never_reads() -> None:
