@@ -75,6 +75,18 @@ def parse_control(text: str, catalog: FleetCatalog, tick_hz: float) -> Subscribe
     )
 
 
+def request_id_of(text: str) -> Any:
+    """The ``id`` of a message that is refused before it is checked (rate-limited), if it has
+    one; a message too large to read, or not a JSON object, has none."""
+    if len(text) > MAX_CONTROL_MESSAGE_BYTES:
+        return None
+    try:
+        message = parse_json(text)
+    except MalformedJsonError:
+        return None
+    return message.get("id") if isinstance(message, dict) else None
+
+
 def rate_divisor(hz: Any, tick_hz: float, request_id: Any = None) -> int:
     """Ticks between two frames for a requested rate from 1 Hz (or the tick rate) up to it."""
     low = min(1.0, tick_hz)

@@ -19,6 +19,7 @@ from server.control import (
     check_fields,
     parse_control,
     rate_divisor,
+    request_id_of,
 )
 from server.errors import unknown_machines_message
 from server.hub import Connection, Hub, VariantKey
@@ -95,6 +96,7 @@ async def multiplex_stream(request: web.Request) -> web.StreamResponse:
                         f"at most {CONTROL_RATE_PER_S:g} control messages per second "
                         f"(bursts of {CONTROL_BURST}); this one was ignored",
                         limit_per_s=CONTROL_RATE_PER_S,
+                        id=request_id_of(message.data),
                     )
                 _apply(
                     hub,

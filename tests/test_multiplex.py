@@ -178,11 +178,12 @@ async def test_subscriptions_per_socket_are_limited(make_server: MakeServer) -> 
 async def test_control_messages_are_rate_limited(make_server: MakeServer) -> None:
     harness = await make_server()
     async with harness.client.ws_connect("/ws") as ws:
-        for _ in range(CONTROL_BURST + 1):
-            await ws.send_json({"op": "unsubscribe"})
+        for number in range(CONTROL_BURST + 1):
+            await ws.send_json({"op": "unsubscribe", "id": number})
         answers = [await receive(ws) for _ in range(CONTROL_BURST + 1)]
         assert [a["op"] for a in answers[:CONTROL_BURST]] == ["unsubscribed"] * CONTROL_BURST
         assert answers[-1]["error"] == "rate_limited"
+        assert answers[-1]["id"] == CONTROL_BURST  # the refused request's own id
         harness.clock.stall(1.0)  # ten more tokens
         await ws.send_json({"op": "unsubscribe"})
         assert (await receive(ws))["op"] == "unsubscribed"
