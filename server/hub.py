@@ -284,6 +284,10 @@ class Hub:
         self.stats.slow_disconnects += 1
         why = why or f"{self.stall_timeout_s:.1f} s over its send buffer bound"
         log.warning("closing slow consumer %s: %s", connection.peer, why)
+        # Nothing it sends now is read: its queue of unread messages stops growing, and no
+        # late message re-arms aiohttp's heartbeat timer, which would keep the closed
+        # socket (and that queue) alive for a heartbeat interval.
+        connection.transport.pause_reading()
         task = asyncio.create_task(self._close_slow(connection))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)

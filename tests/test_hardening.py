@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
 import socket
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,7 @@ from tests.conftest import MakeServer
 from tests.rawsocket import masked_text_frame, open_non_reader, read_until_closed
 
 ALL = ["robot_01", "cnc_01", "conveyor_01"]
+CLIENTS = 5  # abusive clients at once
 
 
 def start(*arguments: str) -> subprocess.CompletedProcess[str]:
@@ -300,3 +304,56 @@ async def test_a_history_cut_by_its_memory_bound_is_announced(make_server: MakeS
     assert 0 < held < 60.0
     response = await harness.client.get("/machines/robot_01/history?seconds=60")
     assert float(response.headers["X-History-Held-Seconds"]) == pytest.approx(held)
+
+
+async def _abuse(loop: asyncio.AbstractEventLoop, sock: socket.socket, frames: bytes) -> None:
+    """Send ``frames`` without ever reading, until done or the server closes the socket."""
+    with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+        await asyncio.wait_for(loop.sock_sendall(sock, frames), timeout=30)
+
+
+async def test_abusive_clients_hold_no_more_than_their_budget(make_server: MakeServer) -> None:
+    """Clients that never read: a burst of resume requests each, then a junk flood."""
+    send_buffer = 64 * 1024
+    harness = await make_server(send_buffer_bytes=send_buffer, stall_timeout_s=1e6)
+    hub = harness.app[hub_key]
+    await harness.clock.tick(999)  # seq 1000: every resume asks for 1,000 held frames
+    host, port = harness.client.host, harness.client.port
+    loop = asyncio.get_running_loop()
+    resume = masked_text_frame(json.dumps({"op": "subscribe", "machines": ALL, "since": 0}))
+    junk = masked_text_frame("[[[[[")  # answered with malformed_json, each one
+
+    runner = harness.client.server.runner
+    assert runner is not None
+    assert runner.server is not None
+    server = runner.server
+
+    async def abuse(count: int) -> None:
+        clients = [await open_non_reader(host, port, "/ws") for _ in range(count)]
+        await asyncio.gather(*(_abuse(loop, sock, resume * CONTROL_BURST) for sock in clients))
+        await asyncio.gather(*(_abuse(loop, sock, junk * 20_000) for sock in clients))
+        for _ in range(500):  # bounded: each is closed once it asks while over its budget
+            if not server.connections:
+                break
+            await asyncio.sleep(0.01)
+        for sock in clients:
+            sock.close()
+
+    await abuse(1)  # warms the caches and buffers every connection shares
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        await abuse(CLIENTS)
+        gc.collect()
+        after, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    per_client = (peak - before) / CLIENTS
+    # at worst a client holds its budget of queued answers plus one answer past it, and
+    # aiohttp's queue of its unread messages (at most 128 KiB of payload; as 5-byte
+    # messages, ~1.5 MB of objects: reading stops when it is evicted, so ~0.6 MB here)
+    assert per_client < send_buffer + 1024 * 1024, f"{per_client / 1e6:.2f} MB per client"
+    assert after - before < 256 * 1024  # and once it is closed, nothing stays
+    assert hub.connections == set()
+    assert hub.stats.slow_disconnects == 1 + CLIENTS
