@@ -5,7 +5,8 @@ Faults and commands change what every dashboard sees, so every mutating request
 (POST, PUT, PATCH, DELETE) is checked; reads stay open. A browser names the page's origin in
 ``Origin`` (and ``Sec-Fetch-Site``) on every such request: a mutation from a page is accepted
 only from the server's own origin or one of ``--control-origins``, whatever ``--cors-origins``
-allows for reads. Clients that are not browsers (curl, scripts) send neither header and are
+allows for reads; the own origin counts without a token only under an address or localhost
+(DNS rebinding). Clients that are not browsers (curl, scripts) send neither header and are
 judged by the token or their network alone.
 """
 
@@ -16,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from ipaddress import ip_address
 
 from aiohttp import web
+from yarl import URL
 
 from server.errors import json_error
 from server.keys import settings_key
@@ -42,10 +44,35 @@ def refuse_cross_origin(request: web.Request) -> web.Response | None:
         if site in ("cross-site", "same-site"):  # a browser that withheld the origin
             return _cross_origin()
         return None
-    own = f"{request.scheme}://{request.host}"
-    if origin == own or origin in request.app[settings_key].control_origins:
+    settings = request.app[settings_key]
+    if origin in settings.control_origins:
+        return None
+    if origin == f"{request.scheme}://{request.host}" and (
+        settings.control_token is not None or _names_this_host(request.host)
+    ):
         return None
     return _cross_origin()
+
+
+def _names_this_host(host: str) -> bool:
+    """Whether a ``Host`` header names this machine by address or as localhost.
+
+    Without a token the server trusts its network (loopback), and a page of its own origin
+    then changes the plant. A DNS-rebinding page (``evil.example`` re-resolved to
+    127.0.0.1) is of "its own origin" too, under its own name: so the own origin counts
+    only under an address or localhost, or with the token, which such a page lacks.
+    """
+    try:
+        name = URL(f"//{host}").host or ""
+    except ValueError:  # not a host at all
+        return False
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        ip_address(name.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def _cross_origin() -> web.Response:

@@ -57,7 +57,7 @@ class Connection:
     """One WebSocket and what it subscribed to."""
 
     peer: str
-    transport: asyncio.WriteTransport
+    transport: asyncio.Transport
     close: Callable[[int, str], Awaitable[object]]
     subscriptions: dict[str, Variant] = field(default_factory=dict)
     pending: list[bytes] = field(default_factory=list)

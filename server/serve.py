@@ -45,7 +45,7 @@ class CappedSite(web.BaseSite):
     @property
     def port(self) -> int:
         """The bound port (the one asked for, or the one the system chose for 0)."""
-        if self._server is None or not self._server.sockets:
+        if not isinstance(self._server, asyncio.Server) or not self._server.sockets:
             return self._port
         return int(self._server.sockets[0].getsockname()[1])
 

@@ -227,6 +227,27 @@ async def test_pages_of_other_origins_cannot_change_the_plant(make_server: MakeS
     assert (await harness.client.post(path, json=FAULT)).status == 201  # curl: no Origin
 
 
+@pytest.mark.parametrize(
+    ("token", "status"), [(None, 403), ("s3cret", 201)], ids=["loopback trust", "token"]
+)
+async def test_the_own_origin_under_a_rebound_name_needs_the_token(
+    make_server: MakeServer, token: str | None, status: int
+) -> None:
+    """DNS rebinding: a page of ``evil.example`` re-resolved to 127.0.0.1 is "same-origin"
+    under that name; without a token it may not change the plant, with one it must send it."""
+    harness = await make_server(control_token=token)
+    rebound = f"evil.example:{harness.client.port}"
+    headers = {"Host": rebound, "Origin": f"http://{rebound}"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    response = await harness.client.post("/machines/cnc_01/faults", json=FAULT, headers=headers)
+    assert response.status == status
+    localhost = f"localhost:{harness.client.port}"
+    headers |= {"Host": localhost, "Origin": f"http://{localhost}"}
+    named = await harness.client.post("/machines/cnc_01/faults", json=FAULT, headers=headers)
+    assert named.status == 201
+
+
 async def test_control_origins_are_trusted_apart_from_cors(make_server: MakeServer) -> None:
     harness = await make_server(
         cors_origins=("https://dash.example",), control_origins=("https://ops.example",)
