@@ -13,8 +13,8 @@ from server.keys import history_gate_key, settings_key, store_key
 
 FORMATS = ("json", "csv")
 DEFAULT_SECONDS = 60.0
-CHUNK_FRAMES = 200  # frames encoded between two turns of the event loop (a few ms)
-CONCURRENT_READS = 4  # history reads encoding at once; the others wait their turn
+CHUNK_FRAMES = 50  # frames encoded between two turns of the event loop (about 1 ms)
+CONCURRENT_READS = 2  # history reads encoding at once; the others wait their turn
 
 routes = web.RouteTableDef()
 
