@@ -9,7 +9,6 @@ from aiohttp import web
 from server import __version__
 from server.errors import unknown_machine
 from server.keys import (
-    catalog_key,
     engine_key,
     machines_json_key,
     metrics_key,
@@ -28,7 +27,8 @@ routes = web.RouteTableDef()
 @routes.get("/")
 async def welcome(request: web.Request) -> web.Response:
     app = request.app
-    store, settings, catalog = app[store_key], app[settings_key], app[catalog_key]
+    store, settings = app[store_key], app[settings_key]
+    catalog = store.catalog  # the current run's (a new run behind a bus has its own seed)
     frame = store.latest
     return web.json_response(
         {
@@ -38,6 +38,7 @@ async def welcome(request: web.Request) -> web.Response:
             "tick_hz": settings.tick_hz,
             "speed": settings.speed,
             "seed": catalog.seed,
+            "epoch": store.epoch,
             "seq": frame.seq if frame is not None else 0,
             "history": {
                 "seconds_asked": settings.history_seconds * settings.speed,

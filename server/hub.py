@@ -35,6 +35,8 @@ from simulation import Frame
 
 SLOW_CONSUMER_CODE = 1008
 SLOW_CONSUMER_REASON = "slow consumer"
+RESET_CODE = 1012  # service restart: reconnect for the new run's frames
+RESET_REASON = "plant reset: a new simulator run"
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ class Connection:
     peer: str
     transport: asyncio.Transport
     close: Callable[[int, str], Awaitable[object]]
+    # Told of a new simulator run before its first frame; None: closed with RESET_CODE.
+    on_reset: Callable[[Frame], None] | None = None
     subscriptions: dict[str, Variant] = field(default_factory=dict)
     pending: list[bytes] = field(default_factory=list)
     sent: int = 0
@@ -74,6 +78,7 @@ class HubStats:
     slow_disconnects: int = 0
     disconnects: int = 0
     skipped_ticks: int = 0  # published frames the fan-out passed over for a newer one
+    resets: int = 0  # new simulator runs the subscribers were told of
     broadcast_seconds_total: float = 0.0
     last_broadcast_s: float = 0.0
 
@@ -100,6 +105,7 @@ class Hub:
         self.stats = HubStats()
         self.connections: set[Connection] = set()
         self.frame: Frame | None = None  # the frame broadcast last, or being broadcast
+        self.generation = 0  # the store's generation the hub stands on
         self._variants: dict[VariantKey, Variant] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._broadcasting = False
@@ -178,12 +184,28 @@ class Hub:
     def start(self) -> None:
         """Stand on the store's latest frame (the first one), before any subscriber."""
         self.frame = self.store.latest
+        self.generation = self.store.generation
 
     async def run(self) -> None:
         """Broadcast each newer frame the store publishes, the newest first, until cancelled."""
         while True:
-            frame = await self.store.wait_newer(self.seq)
+            frame = await self.store.wait_newer(self.seq, self.generation)
+            if self.store.generation != self.generation:
+                self._reset(frame)
             await self.broadcast(frame)
+
+    def _reset(self, frame: Frame) -> None:
+        """A new run: tell each subscriber before its first frame (or close it, 1012), so no
+        one gets frames of two runs without knowing."""
+        self.generation = self.store.generation
+        self.frame = None
+        self.stats.resets += 1
+        for connection in list(self.connections):
+            if connection.on_reset is not None:
+                connection.on_reset(frame)
+            elif not connection.evicted:
+                connection.evicted = True
+                self._close_soon(connection, RESET_CODE, RESET_REASON)
 
     async def broadcast(self, frame: Frame) -> None:
         """Send every variant due at ``frame`` to its subscribers; then let new ones join."""
@@ -288,14 +310,15 @@ class Hub:
         # late message re-arms aiohttp's heartbeat timer, which would keep the closed
         # socket (and that queue) alive for a heartbeat interval.
         connection.transport.pause_reading()
-        task = asyncio.create_task(self._close_slow(connection))
+        self._close_soon(connection, SLOW_CONSUMER_CODE, SLOW_CONSUMER_REASON)
+
+    def _close_soon(self, connection: Connection, code: int, reason: str) -> None:
+        task = asyncio.create_task(self._close(connection, code, reason))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def _close_slow(self, connection: Connection) -> None:
+    async def _close(self, connection: Connection, code: int, reason: str) -> None:
         """Queue the close frame; a peer that has not taken it within the grace is aborted."""
         with contextlib.suppress(TimeoutError, ConnectionError):
-            await asyncio.wait_for(
-                connection.close(SLOW_CONSUMER_CODE, SLOW_CONSUMER_REASON), self.close_grace_s
-            )
+            await asyncio.wait_for(connection.close(code, reason), self.close_grace_s)
         connection.transport.abort()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import uuid
 from collections.abc import Iterator
 
 import numpy as np
@@ -29,7 +30,8 @@ class History:
     """A ring of recent frames and their epoch timestamps, addressed by ``seq`` in O(1).
 
     It keeps ``wanted_frames`` frames unless that would exceed ``max_bytes``; the
-    capacity is fixed when the first frame shows how large a frame is.
+    capacity is fixed when the first frame shows how large a frame is. Frames arrive in
+    ascending seq; a seq never appended (frames a bus lost) is a hole, skipped by reads.
     """
 
     def __init__(self, wanted_frames: int, max_bytes: int) -> None:
@@ -51,16 +53,18 @@ class History:
 
     def after(self, seq: int, until: int | None = None) -> Iterator[Frame]:
         """Held frames with ``seq < frame.seq <= until`` (the newest by default), oldest first."""
+        if not self.capacity:
+            return
         last = self.newest_seq if until is None else min(until, self.newest_seq)
         for wanted in range(max(seq + 1, self.oldest_seq), last + 1):
             frame = self._ring[wanted % self.capacity]
-            assert frame is not None
-            assert frame.seq == wanted
-            yield frame
+            if frame is not None and frame.seq == wanted:  # else a hole
+                yield frame
 
     def timestamp_s(self, seq: int) -> float:
         """The epoch time a held frame was published with."""
-        if not self.oldest_seq <= seq <= self.newest_seq:
+        frame = self._ring[seq % self.capacity] if self.capacity else None
+        if not self.oldest_seq <= seq <= self.newest_seq or frame is None or frame.seq != seq:
             raise LookupError(f"seq {seq} is not held")
         return self._timestamps[seq % self.capacity]
 
@@ -89,22 +93,43 @@ def frame_nbytes(frame: Frame) -> int:
 
 
 class Store:
-    """Holds the latest frame and its history; encodes a snapshot at most once per tick."""
+    """Holds the latest frame and its history; encodes a snapshot at most once per tick.
+
+    ``epoch`` names the run of the simulation the frames come from; a new one (a restarted
+    simulator behind a bus) starts over with :meth:`reset`, and ``generation`` counts those.
+    """
 
     name = "store"
 
     def __init__(
-        self, catalog: FleetCatalog, *, history_frames: int, history_max_bytes: int
+        self,
+        catalog: FleetCatalog,
+        *,
+        history_frames: int,
+        history_max_bytes: int,
+        epoch: str | None = None,
     ) -> None:
         self.catalog = catalog
         self.dt_s = catalog.dt_s
+        self.epoch = epoch if epoch is not None else uuid.uuid4().hex
+        self.generation = 0
         self.labels = LabelEncoder(catalog.labels)
         self._templates: dict[tuple[int, Fields], SnapshotTemplate] = {}
+        self._history_frames, self._history_max_bytes = history_frames, history_max_bytes
         self.history = History(history_frames, history_max_bytes)
         self.latest: Frame | None = None
         self._encoded: dict[tuple[str, Fields], bytes] = {}
         self._published = asyncio.Event()  # set, and replaced, on every publish
         self.encodes = 0
+
+    def reset(self, catalog: FleetCatalog, epoch: str, frame: Frame, timestamp_s: float) -> None:
+        """Start over on ``epoch``'s first frame: the history of the old run is dropped, never
+        mixed with the new one. ``catalog`` places its machines as the old one did."""
+        self.catalog, self.epoch = catalog, epoch
+        self.generation += 1
+        self.history = History(self._history_frames, self._history_max_bytes)
+        self.latest = None
+        self.publish(frame, timestamp_s)
 
     def __contains__(self, machine_id: object) -> bool:
         return machine_id in self.catalog
@@ -117,9 +142,11 @@ class Store:
         published, self._published = self._published, asyncio.Event()
         published.set()
 
-    async def wait_newer(self, seq: int) -> Frame:
-        """The latest frame, once its seq is greater than ``seq``."""
-        while self.latest is None or self.latest.seq <= seq:
+    async def wait_newer(self, seq: int, generation: int | None = None) -> Frame:
+        """The latest frame, once its seq is greater than ``seq``, or at once after a reset
+        since ``generation``."""
+        generation = self.generation if generation is None else generation
+        while self.latest is None or (self.latest.seq <= seq and self.generation == generation):
             await self._published.wait()
         return self.latest
 

@@ -26,6 +26,7 @@ from server.hub import Connection, Hub, VariantKey
 from server.keys import catalog_key, hub_key, settings_key, store_key
 from server.ratelimit import TokenBucket
 from server.store import Store
+from simulation import Frame
 
 UNKNOWN_MACHINE_CODE = 4404
 BAD_REQUEST_CODE = 4400
@@ -78,6 +79,7 @@ async def multiplex_stream(request: web.Request) -> web.StreamResponse:
     bucket = TokenBucket(CONTROL_RATE_PER_S, CONTROL_BURST, hub.clock.now())
     violations = 0
     async with _Registered(request, ws) as connection:
+        connection.on_reset = lambda frame: hub.answer(connection, [_reset_notice(store, frame)])
         async for message in ws:
             if message.type is WSMsgType.ERROR:
                 break
@@ -305,6 +307,20 @@ class _Registered:
 async def _refuse(ws: web.WebSocketResponse, code: int, reason: str) -> None:
     await ws.close(code=code, message=_close_reason(reason))
     log.info("stream refused (%d): %s", code, reason)
+
+
+def _reset_notice(store: Store, frame: Frame) -> bytes:
+    """Sent on ``/ws`` before the first frame of a new simulator run: seqs start over."""
+    return _json(
+        {
+            "op": "reset",
+            "reason": "new_run",
+            "epoch": store.epoch,
+            "seq": frame.seq,
+            "message": "the simulator restarted: seqs start over from this frame; "
+            "resume with since only from frames after this notice",
+        }
+    )
 
 
 def _json(payload: dict[str, Any]) -> bytes:

@@ -109,7 +109,9 @@ def decode_frame(data: bytes | bytearray | memoryview) -> Frame:
     return Frame(seq=seq, time_s=time_s, values=tuple(values), **labels)
 
 
-def _raw(array: np.ndarray, dtype: np.dtype[Any]) -> memoryview:
+def _raw(array: np.ndarray, dtype: np.dtype[Any]) -> bytes | memoryview:
+    if not array.size:  # an empty slot of a shard: a zero-length view cannot be cast
+        return b""
     return np.ascontiguousarray(array, dtype=dtype).data.cast("B")
 
 
