@@ -11,15 +11,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
+from types import ModuleType
 
 import aiohttp_cors
 from aiohttp import WSCloseCode, web
+from prometheus_client.registry import Collector
 
 from server import api, history, plant_api, streams
 from server.clock import Clock, MonotonicClock
 from server.config import Settings
 from server.connections import SERVER_NAME, ConnectionCap
-from server.engine import Engine
+from server.engine import Engine, FrameFeed
 from server.errors import json_errors
 from server.fleetfile import fresh_seed, load_fleet
 from server.gctuning import GcTuner
@@ -35,14 +37,17 @@ from server.keys import (
     metrics_key,
     plant_key,
     settings_key,
+    shutdown_key,
     store_key,
 )
 from server.metrics import Metrics
-from server.plant import LocalPlant
+from server.plant import LocalPlant, PlantControl
+from server.shutdown import Shutdown
 from server.sinks import FrameSink, SinkSet
 from server.source import LocalSource
 from server.store import Store
 from simulation import Fleet
+from simulation.catalog import FleetCatalog
 
 UNCORS_PATHS = ("/metrics", "/ws")  # scrapes and WebSockets: no CORS preflight applies
 
@@ -52,12 +57,21 @@ log = logging.getLogger(__name__)
 def create_app(
     settings: Settings, *, clock: Clock | None = None, sinks: Sequence[FrameSink] = ()
 ) -> web.Application:
-    """Build the app; the fleet is built now, the tick and fan-out tasks start with the app.
+    """Build the embedded app; the fleet is built now, the tick and fan-out tasks start with
+    the app.
 
     ``sinks`` take every frame after the store, in order (each isolated: see
     :mod:`server.sinks`).
     """
     clock = clock if clock is not None else MonotonicClock()
+    source = LocalSource(build_fleet(settings))
+    store = new_store(settings, source.catalog)
+    engine = Engine(source, SinkSet([store, *sinks]), tick_hz=settings.tick_hz, clock=clock)
+    return serving_app(settings, store, engine, LocalPlant(source), clock=clock)
+
+
+def build_fleet(settings: Settings) -> Fleet:
+    """The fleet the settings describe (a fresh seed, logged, unless one is given)."""
     seed = settings.seed if settings.seed is not None else fresh_seed()
     fleet = Fleet(
         load_fleet(settings.fleet)[0],
@@ -66,42 +80,65 @@ def create_app(
         fault_rate_per_h=settings.fault_rate_per_h,
         repair_after_s=settings.repair_after_s,
     )
-    source = LocalSource(fleet)
-    catalog = source.catalog
-    store = Store(
+    log.info("fleet of %d machine(s), seed %d, %g Hz", fleet.size, seed, settings.tick_hz)
+    return fleet
+
+
+def new_store(settings: Settings, catalog: FleetCatalog, epoch: str | None = None) -> Store:
+    return Store(
         catalog,
         history_frames=round(settings.history_seconds * settings.tick_hz),
         history_max_bytes=settings.history_max_bytes,
+        epoch=epoch,
     )
+
+
+def serving_app(
+    settings: Settings,
+    store: Store,
+    feed: FrameFeed,
+    plant: PlantControl,
+    *,
+    clock: Clock,
+    collectors: Sequence[Collector] = (),
+) -> web.Application:
+    """The app serving the plant in ``store``, fed by ``feed`` (the local tick task, or a
+    bus), changed through ``plant``: every route, the fan-out, their lifetimes."""
+    catalog = store.catalog
     hub = Hub(
         store=store,
         clock=clock,
         send_buffer_bytes=settings.send_buffer_bytes,
         stall_timeout_s=settings.stall_timeout_s,
     )
-    engine = Engine(source, SinkSet([store, *sinks]), tick_hz=settings.tick_hz, clock=clock)
     connections = ConnectionCap(settings.max_connections)
-    metrics = Metrics(hub, engine, connections)
-    engine.on_tick = metrics.observe_tick
+    metrics = Metrics(hub, feed, connections, collectors)
+    feed_ticks(feed, metrics)
     app = web.Application(middlewares=[json_errors, guard_mutations])
     app[settings_key] = settings
+    app[shutdown_key] = Shutdown()
     app[catalog_key] = catalog
     app[store_key] = store
     app[hub_key] = hub
-    app[engine_key] = engine
-    app[plant_key] = LocalPlant(source)
+    app[engine_key] = feed
+    app[plant_key] = plant
     app[metrics_key] = metrics
     app[connection_cap_key] = connections
     app[machines_json_key] = api.machines_listing(catalog)
     app[history_gate_key] = asyncio.Semaphore(history.CONCURRENT_READS)
-    _add_routes(app, settings)
+    _add_routes(app, settings, (api, history, plant_api, streams))
     app.cleanup_ctx.append(run_engine)
     if settings.gc_freeze:
         app.cleanup_ctx.append(run_gc_tuner)
     app.on_shutdown.append(close_websockets)
     app.on_response_prepare.append(name_the_server)
-    log.info("fleet of %d machine(s), seed %d, %g Hz", catalog.size, seed, settings.tick_hz)
     return app
+
+
+def feed_ticks(feed: FrameFeed, metrics: Metrics) -> None:
+    """Let the tick task time its ticks into the metrics' histograms."""
+    if isinstance(feed, Engine):
+        feed.on_tick = metrics.observe_tick
 
 
 async def run_engine(app: web.Application) -> AsyncIterator[None]:
@@ -146,9 +183,9 @@ async def close_websockets(app: web.Application) -> None:
     )
 
 
-def _add_routes(app: web.Application, settings: Settings) -> None:
-    """Every handler module's routes; CORS on each REST route (not on scrapes or sockets)."""
-    for module in (api, history, plant_api, streams):
+def _add_routes(app: web.Application, settings: Settings, modules: Sequence[ModuleType]) -> None:
+    """The handler modules' routes; CORS on each REST route (not on scrapes or sockets)."""
+    for module in modules:
         app.router.add_routes(module.routes)
     cors = aiohttp_cors.setup(app)
     options = aiohttp_cors.ResourceOptions(allow_headers="*", expose_headers="*", max_age=3600)

@@ -26,6 +26,8 @@ MAX_STEP_S = 10.0  # simulated seconds per tick the models are tested for
 MAX_HISTORY_SECONDS = 7 * 86_400.0  # the history's memory bound applies well before this
 LOOPBACK_NETWORKS = (ip_network("127.0.0.0/8"), ip_network("::1/128"))
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+ROLES = ("embedded", "simulator", "web")
+BUS_SCHEMES = ("redis", "rediss", "unix")
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +159,24 @@ def _history_seconds(text: str) -> float:
 
 def _token(text: str) -> str | None:
     return text or None  # an empty CONTROL_TOKEN means none
+
+
+def _bus_url(text: str) -> str | None:
+    if not text:
+        return None  # an empty REDIS_URL means none
+    scheme = text.partition("://")[0]
+    if scheme not in BUS_SCHEMES:
+        raise argparse.ArgumentTypeError(
+            f"the bus is Redis: give redis://host:port, rediss://... (TLS) or unix://path, "
+            f"got {text.split('@')[-1]!r}"  # never echo a password
+        )
+    return text
+
+
+def _prefix(text: str) -> str:
+    if not text or any(c.isspace() or c in "*?[]" for c in text):
+        raise argparse.ArgumentTypeError(f"a key prefix without spaces or wildcards, got {text!r}")
+    return text
 
 
 def _switch(text: str) -> bool:
@@ -320,6 +340,92 @@ class Settings:
         _positive_float,
         "seconds to wait for connections to finish on SIGTERM/Ctrl+C",
     )
+    role: str = option(
+        "embedded",
+        "--role",
+        "ROLE",
+        str,
+        "embedded: simulate and serve in this process; simulator: step the fleet and publish "
+        "it on the bus (HTTP: /health and /metrics only); web: serve the plant the bus carries",
+        choices=ROLES,
+    )
+    bus_url: str | None = option(
+        None,
+        "--bus",
+        "REDIS_URL",
+        _bus_url,
+        "Redis URL of the bus between a simulator and web processes (redis://, rediss:// for "
+        "TLS, unix://); needed by --role simulator|web and --workers",
+    )
+    bus_prefix: str = option(
+        "dms", "--bus-prefix", "BUS_PREFIX", _prefix, "prefix of every Redis key of this plant"
+    )
+    bus_tls_verify: bool = option(
+        True,
+        "--bus-tls-verify",
+        "BUS_TLS_VERIFY",
+        None,
+        "verify the certificate of a rediss:// bus; --no-bus-tls-verify for a self-signed one "
+        "such as Heroku Redis's (the traffic is still encrypted)",
+    )
+    bus_ca_file: Path | None = option(
+        None,
+        "--bus-ca-file",
+        "BUS_CA_FILE",
+        Path,
+        "CA certificate (PEM) to verify a rediss:// bus against, instead of the system's",
+    )
+    bus_shard_machines: int = option(
+        5_000,
+        "--bus-shard-machines",
+        "BUS_SHARD_MACHINES",
+        _positive_int,
+        "machines per bus message: each tick is published as one message per shard",
+    )
+    bus_stream_seconds: float = option(
+        30.0,
+        "--bus-stream-seconds",
+        "BUS_STREAM_SECONDS",
+        _positive_float,
+        "seconds of ticks the bus keeps (a capped Redis Stream per shard) for web processes "
+        "that join late or reconnect",
+    )
+    bus_stream_max_bytes: int = option(
+        64 * 1024 * 1024,
+        "--bus-stream-max-bytes",
+        "BUS_STREAM_MAX_BYTES",
+        _positive_int,
+        "bound on the bytes those streams keep in Redis; a large fleet keeps fewer seconds",
+    )
+    bus_command_timeout_s: float = option(
+        2.0,
+        "--bus-command-timeout",
+        "BUS_COMMAND_TIMEOUT",
+        _positive_float,
+        "seconds a web process waits for the simulator to answer a fault or command (504 past it)",
+    )
+    workers: int = option(
+        1,
+        "--workers",
+        "WORKERS",
+        _positive_int,
+        "processes serving the port: with N > 1, one simulator and N web processes on the bus "
+        "(--role web: N web processes; WEB_CONCURRENCY is read for --role web)",
+    )
+    reuse_port: bool = option(
+        False,
+        "--reuse-port",
+        "REUSE_PORT",
+        None,
+        "listen with SO_REUSEPORT, so several web processes share the port (--workers sets it)",
+    )
+    simulator_port: int = option(
+        0,
+        "--simulator-port",
+        "SIMULATOR_PORT",
+        _port,
+        "with --workers: the simulator's /health and /metrics port (0: --port + 1)",
+    )
     gc_freeze: bool = option(
         True,
         "--gc-freeze",
@@ -342,6 +448,10 @@ class Settings:
     def cors_allows_all(self) -> bool:
         return "*" in self.cors_origins
 
+    @property
+    def uses_bus(self) -> bool:
+        return self.role != "embedded" or self.workers > 1
+
 
 SIMULATION_OPTIONS = ("fleet", "seed", "fault_rate_per_h", "repair_after_s")  # shared with export
 
@@ -356,6 +466,22 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
             f"{args.speed / args.tick_hz:g} simulated seconds per tick; the models are "
             f"checked up to {MAX_STEP_S:g} s: lower --speed or raise --tick-hz"
         )
+    workers_given = "WORKERS" in environ or any(
+        argument == "--workers" or argument.startswith("--workers=") for argument in argv
+    )
+    if args.role == "web" and not workers_given and "WEB_CONCURRENCY" in environ:
+        try:  # Heroku's processes per dyno, for the web dynos
+            args.workers = _positive_int(environ["WEB_CONCURRENCY"])
+        except argparse.ArgumentTypeError as error:
+            parser.error(f"WEB_CONCURRENCY: {error}")
+    if (args.role != "embedded" or args.workers > 1) and args.bus_url is None:
+        what = f"--role {args.role}" if args.role != "embedded" else f"--workers {args.workers}"
+        parser.error(
+            f"{what} runs on a Redis bus: give --bus redis://host:port or set REDIS_URL "
+            "(without a bus, python -m server simulates and serves in one process)"
+        )
+    if args.role == "simulator" and args.workers > 1:
+        parser.error("--role simulator is one process: --workers applies to embedded and web")
     return Settings(
         **{field.name: getattr(args, field.name) for field in dataclasses.fields(Settings)}
     )
@@ -414,9 +540,11 @@ def add_options(
             )
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, *, tag: str = "") -> None:
+    """Log lines on stderr; ``tag`` (a role) and the pid tell processes of one plant apart."""
+    where = f"[{tag} %(process)d] " if tag else ""
     logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=level.upper(), format=f"%(asctime)s %(levelname)s {where}%(name)s: %(message)s"
     )
     if level != "debug":
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

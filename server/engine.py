@@ -13,11 +13,13 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from server.clock import Clock
 from server.sinks import SinkSet
 from server.source import FrameSource
 from simulation import Frame
+from simulation.catalog import FleetCatalog
 
 SLOT_TOLERANCE = 1e-6  # fraction of a period: a slot due "now" counts as overrun
 
@@ -26,13 +28,32 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class EngineStats:
-    ticks: int = 0
-    skipped_ticks: int = 0
+    ticks: int = 0  # frames handed to the sinks
+    skipped_ticks: int = 0  # slots overrun (a feed from a bus: ticks it never received)
     seq: int = 0
     last_lateness_s: float = 0.0
     last_tick_at: float = 0.0
     last_step_s: float = 0.0
     last_tick_s: float = 0.0
+
+
+class FrameFeed(Protocol):
+    """What hands this process its frames: the tick task here, or a bus from a simulator.
+    ``/health`` and ``/metrics`` read it; :meth:`start` returns once the first frame is in."""
+
+    stats: EngineStats
+    sinks: SinkSet
+    clock: Clock
+
+    @property
+    def catalog(self) -> FleetCatalog: ...
+
+    @property
+    def alive(self) -> bool: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class Engine:
@@ -56,6 +77,10 @@ class Engine:
         self.on_tick = on_tick
         self._task: asyncio.Task[None] | None = None
         self._wall_start_s = 0.0
+
+    @property
+    def catalog(self) -> FleetCatalog:
+        return self.source.catalog
 
     @property
     def alive(self) -> bool:

@@ -8,10 +8,11 @@ from aiohttp import web
 
 from server.config import Settings
 from server.connections import ConnectionCap
-from server.engine import Engine
+from server.engine import FrameFeed
 from server.hub import Hub
 from server.metrics import Metrics
 from server.plant import PlantControl
+from server.shutdown import Shutdown
 from server.store import Store
 from simulation.catalog import FleetCatalog
 
@@ -19,9 +20,10 @@ settings_key = web.AppKey("settings", Settings)
 catalog_key = web.AppKey("catalog", FleetCatalog)
 store_key = web.AppKey("store", Store)
 hub_key = web.AppKey("hub", Hub)
-engine_key = web.AppKey("engine", Engine)
+engine_key = web.AppKey("engine", FrameFeed)
 plant_key = web.AppKey("plant", PlantControl)
 metrics_key = web.AppKey("metrics", Metrics)
 machines_json_key = web.AppKey("machines_json", bytes)
 history_gate_key = web.AppKey("history_gate", asyncio.Semaphore)
 connection_cap_key = web.AppKey("connection_cap", ConnectionCap)
+shutdown_key = web.AppKey("shutdown", Shutdown)

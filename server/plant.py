@@ -6,7 +6,8 @@ steps of the simulation (a tick boundary) and answers the ``seq`` of the first f
 shows it: a client that reads a frame of that ``seq`` or later sees the change.
 
 Refusals are :class:`~simulation.errors.ControlError` (``UnknownMachineError`` for an unknown
-id); each transport maps them to its own error answers.
+id), and :class:`PlantUnavailableError` when a remote simulator cannot be reached; each
+transport maps them to its own error answers.
 """
 
 from __future__ import annotations
@@ -20,6 +21,16 @@ from simulation.faults import FaultRecord
 from simulation.spec import FaultRequest
 
 Result = TypeVar("Result", covariant=True)
+
+
+class PlantUnavailableError(Exception):
+    """The plant cannot be changed now: the simulator behind a bus is down, silent or broken.
+
+    ``status`` is the HTTP status that says so (503, 504, 502), ``error`` a slug."""
+
+    def __init__(self, status: int, error: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.error = status, error
 
 
 @dataclass(frozen=True, slots=True)

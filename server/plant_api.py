@@ -14,7 +14,7 @@ from server.errors import json_error, unknown_machine
 from server.jsontext import MalformedJsonError, parse_json
 from server.keys import catalog_key, plant_key, store_key
 from server.labels import fault_json
-from server.plant import describe_machine
+from server.plant import PlantUnavailableError, describe_machine
 from simulation.errors import ControlError, UnknownMachineError
 from simulation.faults import MAX_ACTIVE_FAULTS, FaultRecord
 from simulation.spec import FaultRequest
@@ -30,7 +30,7 @@ async def describe(request: web.Request) -> web.Response:
     """Type, state and every sensor's unit, range, thresholds and description (Grafana style)."""
     try:
         body = describe_machine(request.app[catalog_key], request.match_info["machine_id"])
-    except ControlError as error:
+    except (ControlError, PlantUnavailableError) as error:
         return refusal(request, error)
     return web.json_response(body)
 
@@ -40,7 +40,7 @@ async def list_faults(request: web.Request) -> web.Response:
     machine_id = request.match_info["machine_id"]
     try:
         records = await request.app[plant_key].active_faults(machine_id)
-    except ControlError as error:
+    except (ControlError, PlantUnavailableError) as error:
         return refusal(request, error)
     return web.json_response({"machine_id": machine_id, "faults": _faults_json(request, records)})
 
@@ -70,7 +70,7 @@ async def inject_fault(request: web.Request) -> web.Response:
     )
     try:
         change = await request.app[plant_key].inject_fault(machine_id, fault)
-    except ControlError as error:
+    except (ControlError, PlantUnavailableError) as error:
         return refusal(request, error)
     answer = _faults_json(request, (change.result,))[0] | {"effective_seq": change.effective_seq}
     location = f"/machines/{machine_id}/faults/{change.result.fault_id}"
@@ -82,7 +82,7 @@ async def clear_fault(request: web.Request) -> web.Response:
     machine_id, fault_id = request.match_info["machine_id"], request.match_info["fault_id"]
     try:
         change = await request.app[plant_key].clear_fault(machine_id, fault_id)
-    except ControlError as error:
+    except (ControlError, PlantUnavailableError) as error:
         return refusal(request, error)
     cleared = _faults_json(request, (change.result,))[0]
     return web.json_response({"cleared": cleared, "effective_seq": change.effective_seq})
@@ -100,7 +100,7 @@ async def send_command(request: web.Request) -> web.Response:
     try:
         command: Any = body.get("command")  # checked by the plant
         change = await request.app[plant_key].command(machine_id, command)
-    except ControlError as error:
+    except (ControlError, PlantUnavailableError) as error:
         return refusal(request, error)
     return web.json_response(
         {
@@ -112,8 +112,11 @@ async def send_command(request: web.Request) -> web.Response:
     )
 
 
-def refusal(request: web.Request, error: ControlError) -> web.Response:
-    """404 for an unknown machine or fault; 409 for what the machine's state refuses; else 400."""
+def refusal(request: web.Request, error: ControlError | PlantUnavailableError) -> web.Response:
+    """404 for an unknown machine or fault; 409 for what the machine's state refuses; 5xx when
+    the simulator behind a bus cannot be reached; else 400."""
+    if isinstance(error, PlantUnavailableError):
+        return json_error(error.status, error.error, str(error))
     if isinstance(error, UnknownMachineError):
         return unknown_machine(error.machine_id, request.app[catalog_key])
     if error.field == "fault_id":

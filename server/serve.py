@@ -16,7 +16,7 @@ from yarl import URL
 
 from server.config import Settings
 from server.connections import CappedRequestHandler, ConnectionCap
-from server.keys import connection_cap_key
+from server.keys import connection_cap_key, shutdown_key
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +26,20 @@ LISTEN_BACKLOG = 128
 class CappedSite(web.BaseSite):
     """A TCP site whose connections are counted against a :class:`ConnectionCap`."""
 
-    __slots__ = ("_factory", "_host", "_port")
+    __slots__ = ("_factory", "_host", "_port", "_reuse_port")
 
     def __init__(
-        self, runner: web.AppRunner, host: str, port: int, cap: ConnectionCap, **options: Any
+        self,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        cap: ConnectionCap,
+        *,
+        reuse_port: bool = False,
+        **options: Any,
     ) -> None:
         super().__init__(runner, backlog=LISTEN_BACKLOG)
-        self._host, self._port = host, port
+        self._host, self._port, self._reuse_port = host, port, reuse_port
         server = runner.server
         assert server is not None
         loop = asyncio.get_running_loop()
@@ -57,16 +64,18 @@ class CappedSite(web.BaseSite):
             self._port,
             backlog=self._backlog,
             reuse_address=True,
+            reuse_port=self._reuse_port or None,
         )
 
 
-async def serve(app: web.Application, settings: Settings) -> None:
-    """Serve ``app`` on ``settings.host:port`` until SIGTERM/SIGINT; raises ``OSError`` when
-    the address cannot be listened on."""
+async def serve(app: web.Application, settings: Settings) -> int:
+    """Serve ``app`` on ``settings.host:port`` until SIGTERM/SIGINT (exit status 0) or until a
+    part of it cannot go on (its status); raises ``OSError`` when the address cannot be
+    listened on."""
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
+    shutdown = app[shutdown_key]
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, shutdown.request)
     cap = app[connection_cap_key]
     cap.fit_descriptors()
     runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_timeout_s)
@@ -77,11 +86,13 @@ async def serve(app: web.Application, settings: Settings) -> None:
             settings.host,
             settings.port,
             cap,
+            reuse_port=settings.reuse_port,
             keepalive_timeout=settings.keepalive_timeout_s,
         )
         await site.start()
         log.info("serving on %s (at most %d connections)", site.name, cap.limit)
-        await stop.wait()
+        await shutdown.requested.wait()
         log.info("shutting down (at most %g s)", settings.shutdown_timeout_s)
     finally:
         await runner.cleanup()
+    return shutdown.exit_code

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -12,7 +13,9 @@ from aiohttp.test_utils import TestClient
 
 from server.app import create_app
 from server.config import Settings
+from tests.bus_plant import BusPlant
 from tests.clock import ManualClock
+from tests.redis_servers import drop_prefix, require_shared
 
 TEST_SEED = 20261130
 
@@ -39,3 +42,13 @@ def make_server(aiohttp_client: Any) -> MakeServer:
         return Harness(client, clock, app)
 
     return make
+
+
+@pytest.fixture
+async def plant(aiohttp_client: Any) -> AsyncIterator[BusPlant]:
+    """A plant on the shared Redis (tests/bus_plant.py), under a prefix of its own, deleted
+    afterwards."""
+    url = await require_shared()
+    prefix = f"test-{uuid.uuid4().hex[:10]}"
+    yield BusPlant(aiohttp_client, url, prefix, seed=TEST_SEED)
+    await drop_prefix(url, prefix)

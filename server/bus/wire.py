@@ -46,6 +46,11 @@ class BusKeys:
         return f"{self.prefix}:announcements"
 
     @property
+    def lease(self) -> str:
+        """String key with expiry: the epoch of the one simulator publishing on this prefix."""
+        return f"{self.prefix}:simulator"
+
+    @property
     def control(self) -> str:
         """Channel: plant-control requests to the simulator."""
         return f"{self.prefix}:control"
