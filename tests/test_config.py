@@ -103,3 +103,24 @@ def test_the_export_takes_the_simulation_options_from_the_same_declarations(
     with pytest.raises(SystemExit):
         export_parser().parse_args(["export", "--out", "x", "--seed", "-3"])
     assert "seed must be a non-negative integer" in capsys.readouterr().err
+
+
+def test_web_concurrency_sets_the_web_processes_of_a_web_dyno_only() -> None:
+    bus = {"REDIS_URL": "redis://127.0.0.1:6379"}
+    heroku = bus | {"WEB_CONCURRENCY": "3"}
+    assert load_settings(["--role", "web"], heroku).workers == 3
+    assert load_settings(["--role", "web", "--workers", "2"], heroku).workers == 2
+    assert load_settings(["--role", "web"], heroku | {"WORKERS": "4"}).workers == 4
+    # The embedded default ignores it: a buildpack's WEB_CONCURRENCY never needs a bus.
+    assert load_settings([], {"WEB_CONCURRENCY": "3"}).workers == 1
+    assert load_settings([], heroku).role == "embedded"
+
+
+def test_a_bus_url_is_redis_and_never_echoes_its_password(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        load_settings(["--bus", "http://user:secret@example.com"], {})
+    error = capsys.readouterr().err
+    assert "the bus is Redis" in error
+    assert "secret" not in error
