@@ -170,6 +170,8 @@ class Options:
     wait_quiet_s: float = 0.0
     retry_noisy: int = 0
     keep_logs: bool = False
+    bus_url: str = "redis://127.0.0.1:6379/0"
+    bus_workers: int = 2
     scenario: Scenario = field(default_factory=Scenario)
 
     @property
@@ -189,13 +191,20 @@ class Target:
     ready_path: str
     tick_hz: float
     ours: bool  # our server: seq, /metrics, /ws; timestamps are the ticks' due times
+    bus_workers: int = 0  # > 0: one simulator and this many web processes on Redis
 
     def command(self, port: int, options: Options, extra: Sequence[str] = ()) -> list[str]:
         if not self.ours:
             return [sys.executable, str(BASELINE), "--host", HOST, "--port", str(port)]
+        bus: tuple[str, ...] = ()
+        if self.bus_workers:
+            bus = ("--workers", str(self.bus_workers), "--bus", options.bus_url)
+            bus += ("--bus-prefix", f"bench-{port}")
         return [
             *(sys.executable, "-m", "server", "--host", HOST, "--port", str(port)),
-            *("--seed", "1", "--tick-hz", f"{options.tick_hz:g}", *options.server_args, *extra),
+            *("--seed", "1", "--tick-hz", f"{options.tick_hz:g}", *options.server_args),
+            *bus,
+            *extra,
         ]
 
 
@@ -320,25 +329,47 @@ def _proc_stat(pid: int) -> list[str]:
     return text[text.rindex(")") + 2 :].split()
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every live descendant (``--workers`` runs the server as several)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parents.setdefault(int(_proc_stat(int(entry.name))[1]), []).append(int(entry.name))
+    tree, waiting = [], [pid]
+    while waiting:
+        current = waiting.pop()
+        tree.append(current)
+        waiting += parents.get(current, [])
+    return tree
+
+
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` (every thread), from ``/proc/<pid>/stat``."""
+    """utime + stime of ``pid`` and its descendants (every thread), from ``/proc/*/stat``."""
     return sum(user_system_seconds(pid))
 
 
 def user_system_seconds(pid: int) -> tuple[float, float]:
-    """(utime, stime) of ``pid`` (every thread): Python's work, and the kernel's (sends, and
-    on loopback the delivery to the reader, which is charged to the sender)."""
-    fields = _proc_stat(pid)
+    """(utime, stime) of ``pid`` and its descendants (every thread): Python's work, and the
+    kernel's (sends, and on loopback the delivery to the reader, charged to the sender)."""
     tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
+    user = system = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = _proc_stat(member)
+            user, system = user + int(fields[11]), system + int(fields[12])
+    return user / tick, system / tick
 
 
 def run_queue_wait_s(pid: int) -> float:
-    """Seconds the threads of ``pid`` spent runnable but waiting for a CPU (schedstat)."""
+    """Seconds the threads of ``pid`` and its descendants spent runnable but waiting for a
+    CPU (schedstat)."""
     total_ns = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            total_ns += int((task / "schedstat").read_text().split()[1])
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{member}/task").iterdir():
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    total_ns += int((task / "schedstat").read_text().split()[1])
     return total_ns / 1e9
 
 
@@ -351,15 +382,21 @@ def machine_cpu_jiffies() -> tuple[int, int]:
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Resident memory of ``pid`` and its descendants."""
+    total = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total / 1024 if total else float("nan")
 
 
 def fd_count(pid: int) -> int | None:
     try:
-        return sum(1 for _ in Path(f"/proc/{pid}/fd").iterdir())
+        return sum(
+            sum(1 for _ in Path(f"/proc/{member}/fd").iterdir()) for member in process_tree(pid)
+        )
     except OSError:
         return None
 
@@ -374,10 +411,11 @@ def tcp_memory_mb() -> float | None:
     return None
 
 
-def server_seq(port: int) -> int | None:
-    """The tick count our server reports at ``GET /`` (``None`` where it has none)."""
+def server_seq(port: int, path: str = "/") -> int | None:
+    """The tick count our server reports at ``GET /`` (``None`` where it has none); behind a
+    bus, the simulator's at ``GET /health`` (each web process may be a tick behind it)."""
     try:
-        body = json.loads(http_get(port, "/", 5.0))
+        body = json.loads(http_get(port, path, 5.0))
     except (OSError, ValueError, urllib.error.URLError):
         return None
     seq = body.get("seq") if isinstance(body, dict) else None
@@ -801,6 +839,10 @@ def _measure(
     extra: list[str] = []
     if scenario.multiplex and target.ours:
         extra = ["--fleet", str(write_fleet(log_dir, scenario.fleet_size))]
+    simulator_port = None
+    if target.bus_workers:
+        simulator_port = free_port()
+        extra += ["--simulator-port", str(simulator_port)]
     with server_process(target, options, log_path, extra) as (pid, port):
         wait_until_serving(pid, port, target.ready_path, deadline)
         time.sleep(1.0)
@@ -815,7 +857,8 @@ def _measure(
         figures["latency_idle_ms"] = None if idle is None else idle * 1e3
         plan = client_plan(size, machines, scenario.multiplex)
         totals = Totals()
-        ramp_began, seq_before = time.monotonic(), server_seq(port)
+        seq_at = (simulator_port, "/health") if simulator_port else (port, "/")
+        ramp_began, seq_before = time.monotonic(), server_seq(*seq_at)
         pool = ClientPool(
             worker_main,
             worker_configs(port, plan, procs, run.stall, limit_s, options),
@@ -842,7 +885,7 @@ def _measure(
                 merge_ramp(totals.ramp, ramp)
             print(f"  {totals.ramp.connected} connected in {totals.ramp.seconds:.1f} s", flush=True)
             figures["ramp_lost_ticks"] = lost_ticks(
-                seq_before, server_seq(port), time.monotonic() - ramp_began, target.tick_hz
+                seq_before, server_seq(*seq_at), time.monotonic() - ramp_began, target.tick_hz
             )
             if churner is not None:
                 churner.gather("ready", deadline)
@@ -867,9 +910,10 @@ def _measure(
                     rest_hz=scenario.probe_rest_hz,
                     ws_hz=scenario.probe_ws_hz,
                 )
+            bus = BusProbe(options.bus_url, simulator_port) if simulator_port else None
             window = asyncio.run(
                 asyncio.wait_for(
-                    observe(pid, port, target, start, end, probe, stall), deadline.left()
+                    observe(pid, port, target, start, end, probe, stall, bus), deadline.left()
                 )
             )
             figures |= window
@@ -960,18 +1004,23 @@ async def observe(
     end: float,
     probe: ProbeConfig | None,
     stall: StallPlan | None,
+    bus: BusProbe | None = None,
 ) -> dict[str, Any]:
     """The window seen from the parent: server CPU, ticks, counters and memory at both ends,
-    memory every ``SAMPLE_S``, and the probe's REST reads and handshakes."""
+    memory every ``SAMPLE_S``, the probe's REST reads and handshakes, and behind a bus, Redis's
+    CPU and the bus's own figures."""
     probing = asyncio.create_task(run_probe(probe, start, end)) if probe is not None else None
     await asyncio.sleep(max(start - time.time(), 0.0))
+    bus_began = bus.sample() if bus is not None else None
     began = CpuSample.take(pid)
     sampling = asyncio.create_task(sample_memory(pid, end))
-    seq_began = await asyncio.to_thread(server_seq, port)
+    seq_at = (bus.simulator_port, "/health") if bus is not None else (port, "/")
+    seq_began = await asyncio.to_thread(server_seq, *seq_at)
     metrics_began = await asyncio.to_thread(scrape_metrics, port) if target.ours else None
     await asyncio.sleep(max(end - time.time(), 0.0))
     ended = CpuSample.take(pid)
-    seq_ended = await asyncio.to_thread(server_seq, port)
+    bus_ended = bus.sample() if bus is not None else None
+    seq_ended = await asyncio.to_thread(server_seq, *seq_at)
     metrics_ended = await asyncio.to_thread(scrape_metrics, port) if target.ours else None
     samples = await sampling
     window_s = end - start
@@ -990,9 +1039,59 @@ async def observe(
         "memory_samples": samples,
     }
     figures |= memory_figures(samples, stall)
+    if bus is not None and bus_began is not None and bus_ended is not None:
+        figures |= bus.figures(bus_began, bus_ended, metrics_ended, window_s)
     if probing is not None:
         figures |= describe_probe(await probing)
     return figures
+
+
+@dataclass(frozen=True, slots=True)
+class BusProbe:
+    """Redis's CPU and the simulator's and a web process's bus figures, for ``--target bus``."""
+
+    url: str
+    simulator_port: int
+
+    def redis_pid(self) -> int | None:
+        """The pid of the Redis at ``url`` when it runs on this machine (loopback)."""
+        import redis
+
+        try:
+            return int(redis.Redis.from_url(self.url).info("server")["process_id"])
+        except (redis.RedisError, OSError, KeyError, ValueError):
+            return None
+
+    def sample(self) -> tuple[float | None, Samples | None]:
+        pid = self.redis_pid()
+        redis_cpu = None if pid is None or not Path(f"/proc/{pid}").exists() else cpu_seconds(pid)
+        return redis_cpu, scrape_metrics(self.simulator_port)
+
+    def figures(
+        self,
+        began: tuple[float | None, Samples | None],
+        ended: tuple[float | None, Samples | None],
+        web: Samples | None,
+        window_s: float,
+    ) -> dict[str, Any]:
+        (redis_began, simulator_began), (redis_ended, simulator_ended) = began, ended
+        published = metric(simulator_ended, "dms_bus_published_ticks_total") - metric(
+            simulator_began, "dms_bus_published_ticks_total"
+        )
+        sent = metric(simulator_ended, "dms_bus_published_bytes_total") - metric(
+            simulator_began, "dms_bus_published_bytes_total"
+        )
+        return {
+            "redis_cpu_pct": None
+            if redis_began is None or redis_ended is None
+            else 100.0 * (redis_ended - redis_began) / window_s,
+            "bus_bytes_per_tick": sent / published if published else None,
+            "bus_messages_per_tick": metric(simulator_ended, "dms_bus_tick_messages"),
+            "bus_unpublished_window": metric(simulator_ended, "dms_bus_unpublished_ticks_total")
+            - metric(simulator_began, "dms_bus_unpublished_ticks_total"),
+            "hop_p50_ms": 1e3 * metric(web, "dms_bus_hop_seconds", quantile="0.5"),
+            "hop_p99_ms": 1e3 * metric(web, "dms_bus_hop_seconds", quantile="0.99"),
+        }
 
 
 async def sample_memory(pid: int, end: float) -> list[tuple[float, float, float | None]]:
@@ -1283,6 +1382,7 @@ def add_costs(row: dict[str, Any]) -> None:
         - row["client_cpu_pct"]
         - row["bench_cpu_pct"]
         - (row.get("churn_cpu_pct") or 0.0)
+        - (row.get("redis_cpu_pct") or 0.0)
     )
     grown = row["rss_loaded_mb"] - row["rss_idle_mb"]
     row["rss_per_conn_kb"] = grown * 1024 / row["connected"] if row["connected"] else None
@@ -1479,6 +1579,23 @@ MULTIPLEX: tuple[Column, ...] = (
 )
 
 
+BUS: tuple[Column, ...] = (
+    *FIRST,
+    ("%ideal", "{:>6.1f}", "delivered_pct"),
+    ("ts p50", "{:>6.1f}", "latency_p50_ms"),
+    ("ts p99", "{:>6.1f}", "latency_p99_ms"),
+    ("hop p50", "{:>7.2f}", "hop_p50_ms"),
+    ("hop p99", "{:>7.2f}", "hop_p99_ms"),
+    ("bus B/tick", "{:>10,.0f}", "bus_bytes_per_tick"),
+    ("msgs/tick", "{:>9.0f}", "bus_messages_per_tick"),
+    ("unpub", "{:>5.0f}", "bus_unpublished_window"),
+    ("srv CPU%", "{:>8.0f}", "server_cpu_pct"),
+    ("redis CPU%", "{:>10.1f}", "redis_cpu_pct"),
+    ("cli CPU%", "{:>8.0f}", "client_cpu_pct"),
+    ("other%", "{:>6.0f}", "other_cpu_pct"),
+)
+
+
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> str:
     widths = [max(len(title), len(fmt.format(0))) for title, fmt, _ in columns]
     widths[2] = max([widths[2], *(len(str(row.get("label", ""))) for row in rows)])
@@ -1613,7 +1730,7 @@ def print_report(rows: Sequence[dict[str, Any]]) -> None:
     tables = [("delivery", DELIVERY, rows), ("latency, ms", LATENCY, rows), ("cost", COST, rows)]
     if any(row.get("probe_rest_n") is not None for row in rows):
         tables.append(("probe, ms", PROBE, rows))
-    ours = [row for row in rows if row["target"] == "ours"]
+    ours = [row for row in rows if row["target"] in ("ours", "bus")]
     if ours:
         tables.append(("server counters (/metrics), ms", SERVER, ours))
     if any(row["stall_scenario"] for row in rows):
@@ -1622,6 +1739,8 @@ def print_report(rows: Sequence[dict[str, Any]]) -> None:
         tables.append(("churn", CHURN, [row for row in rows if row["churn_s"]]))
     if any(row["multiplex"] for row in rows):
         tables.append(("multiplex", MULTIPLEX, [row for row in rows if row["multiplex"]]))
+    if any(row["target"] == "bus" for row in rows):
+        tables.append(("scale-out on Redis, ms", BUS, rows))
     for title, columns, selected in tables:
         print(f"\n{title}")
         print(format_table(selected, columns))
@@ -1677,10 +1796,23 @@ def _row_remarks(row: dict[str, Any]) -> list[str]:
 
 
 def ratio_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Ours against the baseline at each size where both ran."""
+    """Ours against the baseline, and the bus against one process, at each size where both
+    ran."""
     lines = []
     by_key = {(row["target"], row["subscribers"]): row for row in rows if "error" not in row}
     for size in sorted({row["subscribers"] for row in rows}):
+        bus, one = by_key.get(("bus", size)), by_key.get(("ours", size))
+        if bus is not None and one is not None:
+            parts = [
+                _ratio("delivered (bus/one)", bus["msgs_per_s"], one["msgs_per_s"]),
+                _ratio("p99 (one/bus)", one.get("latency_p99_ms"), bus.get("latency_p99_ms")),
+                _ratio(
+                    "server CPU per msg (bus/one)",
+                    bus["server_us_per_msg"],
+                    one["server_us_per_msg"],
+                ),
+            ]
+            lines.append(f"bus vs one process at N={size:,}: " + ", ".join(parts))
         ours, base = by_key.get(("ours", size)), by_key.get(("baseline", size))
         if ours is None or base is None:
             continue
@@ -1722,6 +1854,9 @@ def resolve_targets(choice: str, options: Options) -> list[Target]:
     ours = Target("ours", "/", options.tick_hz, ours=True)
     if choice == "ours":
         return [ours]
+    if choice in ("bus", "scale"):
+        bus = Target("bus", "/", options.tick_hz, ours=True, bus_workers=options.bus_workers)
+        return [bus] if choice == "bus" else [ours, bus]
     reason = baseline_missing()
     if reason is None and options.scenario.ours_only:
         reason = "--stall, --churn and --multiplex need /ws and /metrics, which it lacks"
@@ -1770,7 +1905,19 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, str]:
         default=200,
         help="handshakes in flight at once, over all client processes",
     )
-    parser.add_argument("--target", choices=("ours", "baseline", "both"), default="ours")
+    parser.add_argument(
+        "--target",
+        choices=("ours", "baseline", "both", "bus", "scale"),
+        default="ours",
+        help="ours: one process; baseline: the original design; both: the two; bus: one "
+        "simulator and --bus-workers web processes on Redis (--workers); scale: ours and bus",
+    )
+    parser.add_argument(
+        "--bus-url",
+        default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        help="Redis of --target bus|scale",
+    )
+    parser.add_argument("--bus-workers", type=int, default=2, help="web processes on the bus")
     parser.add_argument(
         "--server-arg",
         action="append",
@@ -1886,6 +2033,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, str]:
         ramp_concurrency=max(1, args.ramp_concurrency),
         run_timeout_s=args.run_timeout,
         server_args=tuple(args.server_arg),
+        bus_url=args.bus_url,
+        bus_workers=args.bus_workers,
         client_uvloop=_use_uvloop(args.client_loop),
         client_nice=args.client_nice,
         json_path=args.json,
