@@ -33,6 +33,10 @@ def connect(settings: Settings, *, client_name: str) -> redis.Redis:
         "health_check_interval": HEALTH_CHECK_S,
         "retry": Retry(NoBackoff(), 0),
         "client_name": client_name,
+        # RESP2: under RESP3 redis-py hands every pub/sub message to a push handler that
+        # formats it for a debug log line, whatever the level (81 % of a web process's CPU
+        # at 100,000 machines; docs/scale-out.md).
+        "protocol": 2,
     }
     if settings.bus_url.startswith("rediss://"):
         options["ssl_cert_reqs"] = "required" if settings.bus_tls_verify else "none"

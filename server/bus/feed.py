@@ -21,7 +21,7 @@ import contextlib
 import logging
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +57,12 @@ class FeedStats:
     foreign_messages: int = 0  # shards of a run this process does not serve (yet)
     runs: int = 0  # simulator runs served (1 + resets)
     bytes_received: int = 0
+    # publish-to-receipt of each live message, and first shard's publish to the whole
+    # tick handed on (what a dashboard waits for)
     hops_s: collections.deque[float] = field(
+        default_factory=lambda: collections.deque(maxlen=HOP_SAMPLES)
+    )
+    tick_delays_s: collections.deque[float] = field(
         default_factory=lambda: collections.deque(maxlen=HOP_SAMPLES)
     )
 
@@ -302,6 +307,7 @@ class BusFeed:
     # -- frames ------------------------------------------------------------------------------
 
     def _take_live(self, data: bytes) -> None:
+        received_at = time.time()
         try:
             shard = decode_shard(data)
         except WireError as error:
@@ -309,6 +315,7 @@ class BusFeed:
             if self.bus.bad_messages % 100 == 1:
                 log.warning("bus: unreadable tick message: %s", error)
             return
+        self.bus.hops_s.append(received_at - shard.published_at)
         parts = self._parts
         if parts and (shard.frame.seq != parts[0].frame.seq or shard.index != len(parts)):
             self.bus.incomplete_ticks += 1
@@ -344,10 +351,9 @@ class BusFeed:
         if self.stats.seq and frame.seq > self.stats.seq + 1:
             self.bus.missed_ticks += frame.seq - self.stats.seq - 1
             self.stats.skipped_ticks = self.bus.missed_ticks
-        if live:
-            now = time.time()
-            self.bus.hops_s.extend(now - part.published_at for part in parts)
         self._hand_on(frame, first.timestamp_s)
+        if live:
+            self.bus.tick_delays_s.append(time.time() - first.published_at)
         return 1
 
     def _join(self, parts: list[Shard], announcement: Announcement) -> Frame | None:
@@ -435,17 +441,26 @@ class _FeedCollector(Collector):
             ("dms_bus_received_bytes", "Tick bytes received from the bus.", bus.bytes_received),
         ):
             yield CounterMetricFamily(name, documentation, value=value)
-        hops = sorted(bus.hops_s)
-        family = GaugeMetricFamily(
+        yield _quantiles(
             "dms_bus_hop_seconds",
-            "Publish-to-receipt delay of recent tick messages.",
-            labels=["quantile"],
+            "Publish-to-receipt delay of recent tick messages (shards).",
+            bus.hops_s,
         )
-        if len(hops) >= 2:
-            cuts = statistics.quantiles(hops, n=100)
-            family.add_metric(["0.5"], cuts[49])
-            family.add_metric(["0.99"], cuts[98])
-        yield family
+        yield _quantiles(
+            "dms_bus_tick_delay_seconds",
+            "From a tick's first message published to the whole tick handed to the store.",
+            bus.tick_delays_s,
+        )
+
+
+def _quantiles(name: str, documentation: str, samples: Iterable[float]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation, labels=["quantile"])
+    ordered = sorted(samples)
+    if len(ordered) >= 2:
+        cuts = statistics.quantiles(ordered, n=100)
+        family.add_metric(["0.5"], cuts[49])
+        family.add_metric(["0.99"], cuts[98])
+    return family
 
 
 def _channel(message: dict[str, object]) -> str:

@@ -29,6 +29,7 @@ from simulation.frame_bytes import encode_frame
 LEASE_S = 5.0  # the simulator's claim on its prefix lapses this long after its last tick
 LEASE_RENEW_S = 1.0
 MIN_STREAM_ENTRIES = 2
+PIPELINE_FLUSH_BYTES = 256 * 1024  # past this, the shards encoded so far are sent at once
 
 log = logging.getLogger(__name__)
 
@@ -154,13 +155,17 @@ class BusPublisher:
             if not self._announced:
                 await self.announce()
             pipe = self.client.pipeline(transaction=False)
-            total = largest = 0
+            if now - self._lease_renewed_at >= LEASE_RENEW_S:
+                pipe.set(self.keys.lease, self.epoch, px=int(LEASE_S * 1000))
+                self._lease_renewed_at = now
+            total = largest = pending = 0
             count = self.plan.shard_count
             for index, part in enumerate(self.plan.split(frame)):
                 message = encode_shard(
                     self.epoch, index, count, time.time(), timestamp_s, encode_frame(part)
                 )
-                pipe.publish(self.keys.ticks(index), message)
+                # Stream first: a web process that reads the streams before this entry is
+                # subscribed by then, so it gets the live message; one that reads after has it.
                 pipe.xadd(
                     self.keys.stream(index),
                     {b"f": message},
@@ -168,11 +173,13 @@ class BusPublisher:
                     maxlen=self._stream_entries(len(message)),
                     approximate=True,
                 )
+                pipe.publish(self.keys.ticks(index), message)
                 total += len(message)
+                pending += len(message)
                 largest = max(largest, len(message))
-            if now - self._lease_renewed_at >= LEASE_RENEW_S:
-                pipe.set(self.keys.lease, self.epoch, px=int(LEASE_S * 1000))
-                self._lease_renewed_at = now
+                if pending >= PIPELINE_FLUSH_BYTES:  # a large tick goes out as it is encoded
+                    await pipe.execute()
+                    pending = 0
             await pipe.execute()
         except (*BusError, LeaseHeldError) as error:
             self.stats.failures += 1
