@@ -7,13 +7,15 @@ import json
 from typing import Any
 
 import aiohttp
+import pytest
 import redis.asyncio as redis
 
 from server.app import create_app
+from server.bus.publisher import LeaseHeldError
 from server.bus.wire import BusKeys
 from server.config import Settings
 from server.keys import shutdown_key
-from server.roles import responder_key
+from server.roles import publisher_key, responder_key, simulator_app
 from tests.bus_plant import BusPlant, Simulator, Web
 from tests.clock import ManualClock
 from tests.conftest import TEST_SEED
@@ -271,3 +273,20 @@ async def test_a_run_with_another_fleet_stops_the_web_process_to_be_started_agai
 
 def _handled(simulator: Simulator) -> int:
     return simulator.app[responder_key].handled
+
+
+async def test_the_simulator_serves_health_and_metrics_only_and_holds_its_prefix(
+    plant: BusPlant,
+) -> None:
+    simulator = await plant.simulator()
+    await simulator.tick(2)
+    assert (await simulator.client.get("/health")).status == 200
+    assert (await simulator.client.get("/")).status == 404
+    assert (await simulator.client.get("/machines/robot_01/data")).status == 404
+    metrics = await (await simulator.client.get("/metrics")).text()
+    assert "dms_bus_published_ticks_total 3.0" in metrics
+    assert "dms_connections " not in metrics, "no fan-out in the simulator"
+    rival = simulator_app(plant.settings("simulator"), clock=ManualClock())
+    with pytest.raises(LeaseHeldError, match="another simulator"):
+        await rival[publisher_key].announce()
+    await rival[publisher_key].client.aclose()
