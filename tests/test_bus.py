@@ -290,3 +290,28 @@ async def test_the_simulator_serves_health_and_metrics_only_and_holds_its_prefix
     with pytest.raises(LeaseHeldError, match="another simulator"):
         await rival[publisher_key].announce()
     await rival[publisher_key].client.aclose()
+
+
+async def test_junk_on_the_bus_is_counted_and_breaks_nothing(plant: BusPlant) -> None:
+    simulator = await plant.simulator()
+    web = await plant.web()
+    keys = BusKeys(plant.prefix)
+    junk = redis.Redis.from_url(plant.url)
+    try:
+        await junk.publish(keys.ticks(0), b"DMSB not a shard")
+        await junk.publish(keys.control, b"{not json")
+        await junk.publish(keys.control, json.dumps({"id": "x", "reply_to": "elsewhere"}))
+        await junk.publish(keys.announcements, b"[]")
+    finally:
+        await junk.aclose()
+    await eventually(lambda: web.feed.bus.bad_messages == 2, what="junk counted")
+    await eventually(lambda: simulator.app[responder_key].bad_requests == 2)
+    await simulator.tick(2)
+    await web.reaches(3)
+    assert (await web.client.get("/machines/robot_01/data")).status == 200
+    stopping = asyncio.ensure_future(
+        web.client.post("/machines/robot_01/commands", json={"command": "stop"})
+    )
+    await eventually(lambda: _handled(simulator) == 1)
+    await simulator.tick()
+    assert (await stopping).status == 200
