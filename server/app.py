@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Sequence
 from types import ModuleType
@@ -35,6 +36,7 @@ from server.keys import (
     hub_key,
     machines_json_key,
     metrics_key,
+    outlets_key,
     plant_key,
     settings_key,
     shutdown_key,
@@ -43,7 +45,7 @@ from server.keys import (
 from server.metrics import Metrics
 from server.plant import LocalPlant, PlantControl
 from server.shutdown import Shutdown
-from server.sinks import FrameSink, SinkSet
+from server.sinks import FrameSink, Outlet, SinkSet
 from server.source import LocalSource
 from server.store import Store
 from simulation import Fleet
@@ -66,8 +68,25 @@ def create_app(
     clock = clock if clock is not None else MonotonicClock()
     source = LocalSource(build_fleet(settings))
     store = new_store(settings, source.catalog)
-    engine = Engine(source, SinkSet([store, *sinks]), tick_hz=settings.tick_hz, clock=clock)
-    return serving_app(settings, store, engine, LocalPlant(source), clock=clock)
+    plant = LocalPlant(source)
+    outlets = configured_outlets(settings, store, plant)
+    engine = Engine(
+        source,
+        SinkSet([store, *(outlet.sink for outlet in outlets), *sinks]),
+        tick_hz=settings.tick_hz,
+        clock=clock,
+    )
+    return serving_app(settings, store, engine, plant, clock=clock, outlets=outlets)
+
+
+def configured_outlets(settings: Settings, store: Store, plant: PlantControl) -> list[Outlet]:
+    """The outlets the settings ask for, publishing what ``store`` holds."""
+    outlets: list[Outlet] = []
+    if settings.mqtt_url is not None:
+        from server.mqtt.gateway import MqttGateway
+
+        outlets.append(MqttGateway(settings, store, plant))
+    return outlets
 
 
 def build_fleet(settings: Settings) -> Fleet:
@@ -101,9 +120,10 @@ def serving_app(
     *,
     clock: Clock,
     collectors: Sequence[Collector] = (),
+    outlets: Sequence[Outlet] = (),
 ) -> web.Application:
     """The app serving the plant in ``store``, fed by ``feed`` (the local tick task, or a
-    bus), changed through ``plant``: every route, the fan-out, their lifetimes."""
+    bus), changed through ``plant``: every route, the fan-out, the outlets, their lifetimes."""
     catalog = store.catalog
     hub = Hub(
         store=store,
@@ -112,7 +132,9 @@ def serving_app(
         stall_timeout_s=settings.stall_timeout_s,
     )
     connections = ConnectionCap(settings.max_connections)
-    metrics = Metrics(hub, feed, connections, collectors)
+    metrics = Metrics(
+        hub, feed, connections, [*collectors, *(outlet.collector() for outlet in outlets)]
+    )
     feed_ticks(feed, metrics)
     app = web.Application(middlewares=[json_errors, guard_mutations])
     app[settings_key] = settings
@@ -126,8 +148,11 @@ def serving_app(
     app[connection_cap_key] = connections
     app[machines_json_key] = api.machines_listing(catalog)
     app[history_gate_key] = asyncio.Semaphore(history.CONCURRENT_READS)
+    app[outlets_key] = tuple(outlets)
     _add_routes(app, settings, (api, history, plant_api, streams))
     app.cleanup_ctx.append(run_engine)
+    for outlet in outlets:
+        app.cleanup_ctx.append(functools.partial(run_outlet, outlet))
     if settings.gc_freeze:
         app.cleanup_ctx.append(run_gc_tuner)
     app.on_shutdown.append(close_websockets)
@@ -156,6 +181,12 @@ async def run_engine(app: web.Application) -> AsyncIterator[None]:
     await engine.sinks.close()
     await hub.close()
     metrics.unwatch_gc()
+
+
+async def run_outlet(outlet: Outlet, app: web.Application) -> AsyncIterator[None]:
+    await outlet.start()
+    yield
+    await outlet.stop()
 
 
 async def run_gc_tuner(app: web.Application) -> AsyncIterator[None]:

@@ -28,6 +28,8 @@ LOOPBACK_NETWORKS = (ip_network("127.0.0.0/8"), ip_network("::1/128"))
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 ROLES = ("embedded", "simulator", "web")
 BUS_SCHEMES = ("redis", "rediss", "unix")
+MQTT_SCHEMES = ("mqtt", "mqtts")
+MQTT_FORMATS = ("json",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +173,36 @@ def _bus_url(text: str) -> str | None:
             f"got {text.split('@')[-1]!r}"  # never echo a password
         )
     return text
+
+
+def _mqtt_url(text: str) -> str | None:
+    if not text:
+        return None
+    scheme = text.partition("://")[0]
+    if scheme not in MQTT_SCHEMES:
+        raise argparse.ArgumentTypeError(
+            f"give mqtt://host[:port] or mqtts://host[:port] (TLS), got {text.split('@')[-1]!r}"
+        )
+    return text
+
+
+def _topic_part(text: str) -> str:
+    if not text or any(c in text for c in "+#\0") or text.startswith("$"):
+        raise argparse.ArgumentTypeError(
+            f"a topic level without wildcards (+, #) or a leading $, got {text!r}"
+        )
+    return text.strip("/")
+
+
+def _gateway_id(text: str) -> str:
+    return _topic_part(text) if text else ""  # empty: dms-<host name>
+
+
+def _qos(text: str) -> int:
+    value = _int(text)
+    if value not in (0, 1, 2):
+        raise argparse.ArgumentTypeError(f"QoS is 0, 1 or 2, got {value}")
+    return value
 
 
 def _prefix(text: str) -> str:
@@ -426,6 +458,82 @@ class Settings:
         _port,
         "with --workers: the simulator's /health and /metrics port (0: --port + 1)",
     )
+    mqtt_url: str | None = option(
+        None,
+        "--mqtt",
+        "MQTT_URL",
+        _mqtt_url,
+        "MQTT broker to publish the plant to (gateway mode): mqtt://[user:password@]host[:port] "
+        "or mqtts:// for TLS",
+    )
+    mqtt_prefix: str = option(
+        "factory",
+        "--mqtt-prefix",
+        "MQTT_PREFIX",
+        _topic_part,
+        "first topic level: {prefix}/{type}/{machine_id}/telemetry",
+    )
+    mqtt_format: str = option(
+        "json",
+        "--mqtt-format",
+        "MQTT_FORMAT",
+        str,
+        "payloads: json (the WebSocket's snapshot)",
+        choices=MQTT_FORMATS,
+    )
+    mqtt_hz: float = option(
+        0.0,
+        "--mqtt-hz",
+        "MQTT_HZ",
+        _non_negative_float,
+        "telemetry messages per machine per second, at most the tick rate (0: the tick rate)",
+    )
+    mqtt_qos: int = option(0, "--mqtt-qos", "MQTT_QOS", _qos, "QoS of telemetry (0, 1 or 2)")
+    mqtt_retain: bool = option(
+        False, "--mqtt-retain", "MQTT_RETAIN", None, "publish telemetry retained"
+    )
+    mqtt_deadband: float = option(
+        0.0,
+        "--mqtt-deadband",
+        "MQTT_DEADBAND",
+        _non_negative_float,
+        "report by exception: publish a machine only when a sensor moved by more than this "
+        "fraction of its typical range, its state or faults changed, or --mqtt-max-silence "
+        "passed (0: publish every machine every time)",
+    )
+    mqtt_max_silence_s: float = option(
+        10.0,
+        "--mqtt-max-silence",
+        "MQTT_MAX_SILENCE",
+        _positive_float,
+        "with --mqtt-deadband: simulated seconds a machine goes unpublished at most",
+    )
+    mqtt_commands: bool = option(
+        False,
+        "--mqtt-commands",
+        "MQTT_COMMANDS",
+        None,
+        "take faults and commands on {prefix}/{type}/{machine_id}/cmd (anyone who may publish "
+        "there can change the plant); answers on .../cmd/reply",
+    )
+    mqtt_gateway_id: str = option(
+        "",
+        "--mqtt-gateway-id",
+        "MQTT_GATEWAY_ID",
+        _gateway_id,
+        "this gateway's name in {prefix}/status/{gateway} and its client id (default: "
+        "dms-<host name>)",
+    )
+    mqtt_tls_verify: bool = option(
+        True,
+        "--mqtt-tls-verify",
+        "MQTT_TLS_VERIFY",
+        None,
+        "verify an mqtts:// broker's certificate",
+    )
+    mqtt_ca_file: Path | None = option(
+        None, "--mqtt-ca-file", "MQTT_CA_FILE", Path, "CA (PEM) to verify an mqtts:// broker"
+    )
     gc_freeze: bool = option(
         True,
         "--gc-freeze",
@@ -480,6 +588,8 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
             f"{what} runs on a Redis bus: give --bus redis://host:port or set REDIS_URL "
             "(without a bus, python -m server simulates and serves in one process)"
         )
+    if args.mqtt_hz > args.tick_hz:
+        parser.error(f"--mqtt-hz {args.mqtt_hz:g} is above the tick rate {args.tick_hz:g} Hz")
     if args.role == "simulator" and args.workers > 1:
         parser.error("--role simulator is one process: --workers applies to embedded and web")
     return Settings(
@@ -548,3 +658,4 @@ def configure_logging(level: str, *, tag: str = "") -> None:
     )
     if level != "debug":
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+        logging.getLogger("gmqtt").setLevel(logging.WARNING)  # a line per packet at info

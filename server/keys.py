@@ -13,6 +13,7 @@ from server.hub import Hub
 from server.metrics import Metrics
 from server.plant import PlantControl
 from server.shutdown import Shutdown
+from server.sinks import Outlet
 from server.store import Store
 from simulation.catalog import FleetCatalog
 
@@ -27,3 +28,4 @@ machines_json_key = web.AppKey("machines_json", bytes)
 history_gate_key = web.AppKey("history_gate", asyncio.Semaphore)
 connection_cap_key = web.AppKey("connection_cap", ConnectionCap)
 shutdown_key = web.AppKey("shutdown", Shutdown)
+outlets_key = web.AppKey("outlets", tuple[Outlet, ...])

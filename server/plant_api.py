@@ -10,11 +10,12 @@ from typing import Any
 
 from aiohttp import web
 
-from server.errors import json_error, unknown_machine
+from server.errors import json_error, unknown_machine, unknown_machines_message, valid_ids
 from server.jsontext import MalformedJsonError, parse_json
 from server.keys import catalog_key, plant_key, store_key
 from server.labels import fault_json
 from server.plant import PlantUnavailableError, describe_machine
+from simulation.catalog import FleetCatalog
 from simulation.errors import ControlError, UnknownMachineError
 from simulation.faults import MAX_ACTIVE_FAULTS, FaultRecord
 from simulation.spec import FaultRequest
@@ -113,21 +114,44 @@ async def send_command(request: web.Request) -> web.Response:
 
 
 def refusal(request: web.Request, error: ControlError | PlantUnavailableError) -> web.Response:
-    """404 for an unknown machine or fault; 409 for what the machine's state refuses; 5xx when
-    the simulator behind a bus cannot be reached; else 400."""
+    """The REST answer to a refused change (:func:`refusal_body`)."""
+    status, body = refusal_body(error, request.app[catalog_key], request.match_info.get("fault_id"))
+    return json_error(status, **body)
+
+
+def refusal_body(
+    error: ControlError | PlantUnavailableError, catalog: FleetCatalog, fault_id: str | None
+) -> tuple[int, dict[str, Any]]:
+    """(status, JSON body) of a refused change, on every transport: 404 for an unknown machine
+    or fault; 409 for what the machine's state refuses; 5xx when the simulator behind a bus
+    cannot be reached; else 400."""
     if isinstance(error, PlantUnavailableError):
-        return json_error(error.status, error.error, str(error))
+        return error.status, {"error": error.error, "message": str(error)}
     if isinstance(error, UnknownMachineError):
-        return unknown_machine(error.machine_id, request.app[catalog_key])
+        return 404, {
+            "error": "unknown_machine",
+            "message": unknown_machines_message([error.machine_id]),
+            "machine_id": error.machine_id,
+            "valid_ids": valid_ids(catalog),
+            "machine_count": catalog.size,
+        }
+    message = str(error)
     if error.field == "fault_id":
-        fault_id = request.match_info.get("fault_id")
-        return json_error(
-            404, "unknown_fault", str(error), fault_id=fault_id, active_fault_ids=list(error.valid)
-        )
+        return 404, {
+            "error": "unknown_fault",
+            "message": message,
+            "fault_id": fault_id,
+            "active_fault_ids": list(error.valid),
+        }
     if error.field == "faults":
-        return json_error(409, "too_many_faults", str(error), limit=MAX_ACTIVE_FAULTS)
+        return 409, {"error": "too_many_faults", "message": message, "limit": MAX_ACTIVE_FAULTS}
     status, slug = (409, "conflict") if error.field == "state" else (400, f"bad_{error.field}")
-    return json_error(status, slug, str(error), field=error.field, valid=list(error.valid))
+    return status, {
+        "error": slug,
+        "message": message,
+        "field": error.field,
+        "valid": list(error.valid),
+    }
 
 
 async def _json_body(request: web.Request, keys: tuple[str, ...]) -> dict[str, Any] | web.Response:

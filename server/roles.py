@@ -15,7 +15,13 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from server import api
-from server.app import build_fleet, name_the_server, new_store, serving_app
+from server.app import (
+    build_fleet,
+    configured_outlets,
+    name_the_server,
+    new_store,
+    serving_app,
+)
 from server.bus.client import connect
 from server.bus.control import ControlResponder, RemotePlant
 from server.bus.feed import BusFeed
@@ -119,7 +125,7 @@ async def web_app(settings: Settings, *, clock: Clock | None = None) -> web.Appl
     # The simulator sets the pace: its tick rate and speed, whatever this process was given.
     settings = dataclasses.replace(settings, tick_hz=announcement.tick_hz, speed=announcement.speed)
     store = new_store(settings, announcement.catalog, epoch=announcement.epoch)
-    feed.store, feed.sinks = store, SinkSet([store])
+    feed.store = store
     plant = RemotePlant(
         client,
         keys,
@@ -129,6 +135,16 @@ async def web_app(settings: Settings, *, clock: Clock | None = None) -> web.Appl
         connected=lambda: feed.bus.connected,
     )
     feed.on_reply = plant.resolve
-    app = serving_app(settings, store, feed, plant, clock=clock, collectors=[feed.collector()])
+    outlets = configured_outlets(settings, store, plant)
+    feed.sinks = SinkSet([store, *(outlet.sink for outlet in outlets)])
+    app = serving_app(
+        settings,
+        store,
+        feed,
+        plant,
+        clock=clock,
+        collectors=[feed.collector()],
+        outlets=outlets,
+    )
     feed.on_fatal = app[shutdown_key].fail
     return app

@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from prometheus_client.registry import Collector
+
 from simulation import Frame
 
 LOG_EVERY_FAILURES = 100  # after the first failure of a sink, log one in this many
@@ -31,6 +33,20 @@ class FrameSink(Protocol):
     name: str
 
     def publish(self, frame: Frame, timestamp_s: float) -> None: ...
+
+
+class Outlet(Protocol):
+    """An outlet with a connection of its own (a broker gateway): its sink takes the frames,
+    it runs for the app's lifetime, and its metrics join ``/metrics``."""
+
+    @property
+    def sink(self) -> FrameSink: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def collector(self) -> Collector: ...
 
 
 @dataclass(slots=True)

@@ -1,0 +1,2 @@
+"""Gateway mode: the plant published to an MQTT broker, commands taken from it
+(``docs/mqtt.md``)."""
