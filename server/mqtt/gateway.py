@@ -49,6 +49,8 @@ CONNECT_TIMEOUT_S = 5.0
 MAX_BACKLOG_BYTES = 4 * 1024 * 1024  # unsent bytes in the connection past which ticks skip
 YIELD_EVERY = 256  # publishes between two turns of the event loop
 MAX_PENDING_COMMANDS = 64
+IN_FLIGHT_WAIT_S = 1.0  # QoS > 0: how long one message may wait for the broker's acks
+IN_FLIGHT_POLL_S = 0.0005
 STATUS_QOS = 1
 
 log = logging.getLogger(__name__)
@@ -188,7 +190,14 @@ class MqttGateway:
                     await client.disconnect()
                 await asyncio.sleep(delay)
                 continue
-            await self._announce(client)
+            try:
+                await self._announce(client)
+            except (OSError, MQTTError, OverflowError) as error:
+                log.warning("mqtt: could not announce on %s (%s); reconnecting", self.broker, error)
+                with contextlib.suppress(Exception):
+                    await client.disconnect()
+                await asyncio.sleep(self._backoff.next_delay())
+                continue
             self._client = client
             self.stats.connected = True
             self.stats.connects += 1
@@ -209,7 +218,7 @@ class MqttGateway:
         for index, machine in enumerate(catalog.machines):
             meta = json.dumps(describe_machine(catalog, machine.machine_id)).encode()
             topic = self.topics.meta(machine.machine_type, machine.machine_id)
-            client.publish(topic, meta, qos=STATUS_QOS, retain=True)
+            client.publish(topic, meta, qos=0, retain=True)  # retained whatever the QoS
             if index % YIELD_EVERY == YIELD_EVERY - 1:
                 await asyncio.sleep(0)
         if self.commands_enabled:
@@ -243,7 +252,10 @@ class MqttGateway:
             ids, topics = self.store.catalog.columns[slot], self._telemetry[slot]
             for column in columns:
                 payload = self.store.snapshot_of(frame, ids[column])
-                client.publish(topics[column], payload, qos=self.qos, retain=self.retain)
+                if not await self._send(client, topics[column], payload):
+                    self.stats.unsent += sum(map(len, due)) - sent
+                    self.stats.published += sent
+                    return
                 sent += 1
                 if sent % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
@@ -251,6 +263,23 @@ class MqttGateway:
                         return
         self.stats.published += sent
         self.stats.last_publish_s = time.perf_counter() - began
+
+    async def _send(self, client: gmqtt.Client, topic: str, payload: bytes) -> bool:
+        """Publish one telemetry message; False if the connection cannot take it now."""
+        if not self.qos:
+            client.publish(topic, payload, qos=0, retain=self.retain)
+            return True
+        # QoS 1 and 2: the broker allows only so many unacknowledged messages (Mosquitto's
+        # receive maximum is 20); past them gmqtt has no packet id left: wait for acks.
+        deadline = time.monotonic() + IN_FLIGHT_WAIT_S
+        while True:
+            try:
+                client.publish(topic, payload, qos=self.qos, retain=self.retain)
+                return True
+            except OverflowError:
+                if time.monotonic() > deadline or not client.is_connected:
+                    return False
+                await asyncio.sleep(IN_FLIGHT_POLL_S)
 
     # -- commands ----------------------------------------------------------------------------
 
