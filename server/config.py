@@ -29,7 +29,7 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 ROLES = ("embedded", "simulator", "web")
 BUS_SCHEMES = ("redis", "rediss", "unix")
 MQTT_SCHEMES = ("mqtt", "mqtts")
-MQTT_FORMATS = ("json",)
+MQTT_FORMATS = ("json", "sparkplug")
 
 
 @dataclass(frozen=True, slots=True)
@@ -478,7 +478,8 @@ class Settings:
         "--mqtt-format",
         "MQTT_FORMAT",
         str,
-        "payloads: json (the WebSocket's snapshot)",
+        "payloads: json (the WebSocket's snapshot on {prefix}/{type}/{id}/telemetry) or "
+        "sparkplug (Sparkplug B 3.0: spBv1.0/{prefix}/DDATA/{gateway}/{id}, births and death)",
         choices=MQTT_FORMATS,
     )
     mqtt_hz: float = option(

@@ -37,7 +37,7 @@ class Received:
 class Recorder:
     """A paho-mqtt subscriber on its own thread; ``messages`` in arrival order."""
 
-    def __init__(self, url: str, topic: str) -> None:
+    def __init__(self, url: str, *topics: str) -> None:
         parts = urlsplit(url)
         self.messages: list[Received] = []
         self._lock = threading.Lock()
@@ -48,10 +48,10 @@ class Recorder:
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *_: self._subscribed.set()
         self.client.connect(parts.hostname or "127.0.0.1", parts.port or 1883)
-        self.client.subscribe(topic, qos=1)
+        self.client.subscribe([(topic, 1) for topic in topics])
         self.client.loop_start()
         if not self._subscribed.wait(START_LIMIT_S):
-            raise AssertionError(f"could not subscribe to {topic} on {url}")
+            raise AssertionError(f"could not subscribe to {topics} on {url}")
 
     def _on_message(self, client: object, userdata: object, message: paho.MQTTMessage) -> None:
         with self._lock:

@@ -20,6 +20,8 @@ from server.app import create_app
 from server.config import Settings
 from server.keys import outlets_key
 from server.mqtt.gateway import MqttGateway
+from server.mqtt.proto.sparkplug_b_pb2 import Payload
+from tests import protobuf_wire
 from tests.clock import ManualClock
 from tests.conftest import TEST_SEED
 from tests.mqtt_brokers import OwnMosquitto, Recorder, require_shared
@@ -64,7 +66,7 @@ async def gateway(aiohttp_client: Any) -> AsyncIterator[Any]:
     async def make(url: str | None = None, **overrides: Any) -> tuple[Gateway, Recorder]:
         url = url or require_shared()
         prefix = overrides.pop("mqtt_prefix", f"test-{uuid.uuid4().hex[:8]}")
-        recorder = Recorder(url, f"{prefix}/#")
+        recorder = Recorder(url, f"{prefix}/#", f"spBv1.0/{prefix}/#")
         recorders.append(recorder)
         clock = ManualClock()
         settings = Settings(seed=TEST_SEED, mqtt_url=url, mqtt_prefix=prefix, **overrides)
@@ -281,3 +283,102 @@ def test_under_report_by_exception_a_subscriber_is_never_more_than_the_deadband_
             assert np.all((off <= band[:, None] + 1e-12) | np.isnan(values)), kind.name
     assert published >= 30, "every machine at the first frame"
     assert skipped > published, "most machine-frames are within the band and not sent"
+
+
+def _spb(recorder: Recorder, kind: str) -> list[tuple[str, dict[str, Any]]]:
+    """(topic, decoded payload) of the Sparkplug messages of one kind, in arrival order."""
+    return [
+        (m.topic, protobuf_wire.payload(m.payload))
+        for m in recorder.messages
+        if m.topic.split("/")[2:3] == [kind]
+    ]
+
+
+async def test_sparkplug_births_then_data_by_alias_in_sequence(gateway: Any) -> None:
+    plant, recorder = await gateway(mqtt_format="sparkplug", mqtt_gateway_id="edge-1")
+    group = plant.outlet.topics.prefix
+    await plant.tick(4)
+    await recorder.until(lambda: len(_spb(recorder, "DDATA")) == 12, "4 ticks x 3 devices")
+    ((topic, nbirth),) = _spb(recorder, "NBIRTH")
+    assert topic == f"spBv1.0/{group}/NBIRTH/edge-1"
+    assert nbirth["seq"] == 0
+    node_metrics = {m["name"]: m for m in nbirth["metrics"]}
+    assert node_metrics["bdSeq"]["value"] == 0
+    assert node_metrics["bdSeq"]["datatype"] == 8  # UInt64
+    assert node_metrics["Node Control/Rebirth"]["value"] is False
+    births = _spb(recorder, "DBIRTH")
+    assert [topic.rsplit("/", 1)[1] for topic, _ in births] == list(MACHINES)
+    aliases: dict[str, dict[int, str]] = {}
+    for topic, birth in births:
+        machine_id = topic.rsplit("/", 1)[1]
+        described = await (await plant.client.get(f"/machines/{machine_id}")).json()
+        by_name = {m["name"]: m for m in birth["metrics"]}
+        for sensor in described["sensors"]:
+            definition = by_name[sensor["name"]]
+            assert definition["datatype"] in (4, 10)  # Int64 or Double
+            assert definition["properties"]["engUnit"] == sensor["unit"]
+            assert definition["properties"]["engHigh"] == sensor["field_config"]["max"]
+        assert by_name["labels/state"]["datatype"] == 12
+        assert by_name["seq"]["value"] == 1
+        aliases[machine_id] = {m["alias"]: m["name"] for m in birth["metrics"]}
+    for topic, data in _spb(recorder, "DDATA"):
+        machine_id = topic.rsplit("/", 1)[1]
+        assert all(m["name"] is None for m in data["metrics"]), "by alias alone"
+        values = {aliases[machine_id][m["alias"]]: m["value"] for m in data["metrics"]}
+        history = await (await plant.client.get(f"/machines/{machine_id}/history")).json()
+        snapshot = next(s for s in history if s["seq"] == values["seq"])
+        assert values["labels/state"] == snapshot["state"]
+        for name, shown in snapshot.items():
+            if name in values and isinstance(shown, float):
+                assert values[name] == pytest.approx(shown, abs=0.06), name
+    seqs = [
+        p["seq"]
+        for _, p in sorted(
+            _spb(recorder, "DBIRTH") + _spb(recorder, "DDATA"), key=lambda item: item[1]["seq"]
+        )
+    ]
+    assert seqs == list(range(1, 16)), "every message after NBIRTH counts on from 1"
+
+
+async def test_sparkplug_rebirth_on_request_keeps_the_session_bdseq(gateway: Any) -> None:
+    plant, recorder = await gateway(mqtt_format="sparkplug", mqtt_gateway_id="edge-2")
+    group = plant.outlet.topics.prefix
+    await plant.tick(2)
+    await recorder.until(lambda: len(_spb(recorder, "DDATA")) == 6, "data flows")
+    request = Payload(timestamp=1)
+    ask = request.metrics.add()
+    ask.name, ask.datatype, ask.boolean_value = "Node Control/Rebirth", 11, True
+    recorder.publish(f"spBv1.0/{group}/NCMD/edge-2", request.SerializeToString())
+    recorder.publish(f"spBv1.0/{group}/NCMD/edge-2", b"\xff\xfe not protobuf")
+    for _ in range(100):
+        await plant.tick()
+        if len(_spb(recorder, "NBIRTH")) == 2:
+            break
+        await asyncio.sleep(0.01)
+    births = [p for _, p in _spb(recorder, "NBIRTH")]
+    assert len(births) == 2
+    assert births[1]["seq"] == 0
+    assert {m["name"]: m["value"] for m in births[1]["metrics"]}["bdSeq"] == 0
+    await recorder.until(lambda: len(_spb(recorder, "DBIRTH")) == 6, "the devices again")
+
+
+async def test_sparkplug_ndeath_is_the_will_with_the_births_bdseq(tmp_path: Path) -> None:
+    url = require_shared()
+    group = f"test-{uuid.uuid4().hex[:8]}"
+    recorder = Recorder(url, f"spBv1.0/{group}/#")
+    try:
+        async with running_server(
+            "--mqtt", url, "--mqtt-prefix", group, "--mqtt-format", "sparkplug",
+            "--mqtt-gateway-id", "edge-3",
+        ) as (process, _):  # fmt: skip
+            await recorder.until(lambda: _spb(recorder, "NBIRTH"), "NBIRTH", 10)
+            os.kill(process.pid, signal.SIGKILL)
+            await process.wait()
+            await recorder.until(lambda: _spb(recorder, "NDEATH"), "NDEATH")
+        ((_, birth),) = _spb(recorder, "NBIRTH")
+        ((topic, death),) = _spb(recorder, "NDEATH")
+        assert topic == f"spBv1.0/{group}/NDEATH/edge-3"
+        bd_seq = {m["name"]: m["value"] for m in birth["metrics"]}["bdSeq"]
+        assert [(m["name"], m["value"]) for m in death["metrics"]] == [("bdSeq", bd_seq)]
+    finally:
+        recorder.close()

@@ -38,6 +38,7 @@ from server.config import Settings
 from server.errors import unknown_machines_message, valid_ids
 from server.mqtt.commands import carry_out
 from server.mqtt.exception import ExceptionFilter
+from server.mqtt.sparkplug import SparkplugNode, catalog_devices
 from server.mqtt.topics import Topics
 from server.plant import PlantControl, describe_machine
 from server.sinks import BackgroundSink
@@ -116,13 +117,25 @@ class MqttGateway:
         self.commands_enabled = settings.mqtt_commands
         self.every = max(1, round(settings.tick_hz / settings.mqtt_hz)) if settings.mqtt_hz else 1
         catalog = store.catalog
+        self.sparkplug = (
+            SparkplugNode(store, settings.mqtt_prefix, gateway_id)
+            if settings.mqtt_format == "sparkplug"
+            else None
+        )
+        self._rebirth = False  # an NCMD asked for the births again: made before the next data
+        self._death = b""  # the NDEATH of the current connection
         self.exceptions = (
             ExceptionFilter(catalog, settings.mqtt_deadband, settings.mqtt_max_silence_s)
             if settings.mqtt_deadband > 0
             else None
         )
         self._telemetry = [
-            [self.topics.telemetry(kind.name, machine_id) for machine_id in ids]
+            [
+                node.device_topic("DDATA", machine_id)
+                if (node := self.sparkplug) is not None
+                else self.topics.telemetry(kind.name, machine_id)
+                for machine_id in ids
+            ]
             for kind, ids in zip(catalog.types, catalog.columns, strict=True)
         ]
         self.sink = BackgroundSink("mqtt", self.deliver, max_pending=1)
@@ -148,19 +161,18 @@ class MqttGateway:
             task.cancel()
         client, self._client = self._client, None
         if client is not None and client.is_connected:
-            client.publish(self.topics.status, b"offline", qos=STATUS_QOS, retain=True)
+            if self.sparkplug is not None:  # a clean end: the death, as the will would say
+                death = self.sparkplug.node_topic("NDEATH")
+                client.publish(death, self._death, qos=STATUS_QOS)
+            else:
+                client.publish(self.topics.status, b"offline", qos=STATUS_QOS, retain=True)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.disconnect(), CONNECT_TIMEOUT_S)
 
     async def _keep_connected(self) -> None:
         while True:
             lost = asyncio.Event()
-            client = gmqtt.Client(
-                self.client_id,
-                will_message=gmqtt.Message(
-                    self.topics.status, b"offline", qos=STATUS_QOS, retain=True
-                ),
-            )
+            client = gmqtt.Client(self.client_id, will_message=self._will())
             client.set_config({"reconnect_retries": 0})  # this loop reconnects
             client.on_disconnect = lambda *_, lost=lost: lost.set()
             client.on_message = self._on_message
@@ -202,8 +214,9 @@ class MqttGateway:
             self.stats.connected = True
             self.stats.connects += 1
             self._backoff.reset()
-            log.info("mqtt: publishing to %s as %s", self.broker, self.topics.status)
-            if self.store.latest is not None:  # the latest values at once, not a backlog
+            log.info("mqtt: publishing to %s as gateway %s", self.broker, self.topics.gateway_id)
+            if self.sparkplug is None and self.store.latest is not None:
+                # the latest values at once, not a backlog (Sparkplug: the births have them)
                 await self._publish(client, self.store.latest, every_machine=True)
             await lost.wait()
             self._client = None
@@ -211,8 +224,24 @@ class MqttGateway:
             log.warning("mqtt: lost %s; reconnecting", self.broker)
             await asyncio.sleep(self._backoff.next_delay())
 
+    def _will(self) -> gmqtt.Message:
+        """The last will of a new connection: NDEATH with its new ``bdSeq``, or ``offline``."""
+        if self.sparkplug is not None:
+            self._death = self.sparkplug.next_session()
+            return gmqtt.Message(
+                self.sparkplug.node_topic("NDEATH"), self._death, qos=STATUS_QOS, retain=False
+            )
+        return gmqtt.Message(self.topics.status, b"offline", qos=STATUS_QOS, retain=True)
+
     async def _announce(self, client: gmqtt.Client) -> None:
-        """Status ``online``, every machine's metadata (retained), the command topics."""
+        """Sparkplug: the births and the NCMD subscription. JSON: status ``online`` and every
+        machine's metadata (retained). Both: the command topics, if enabled."""
+        if self.commands_enabled:
+            client.subscribe(self.topics.commands, qos=1)
+        if self.sparkplug is not None:
+            client.subscribe(self.sparkplug.node_topic("NCMD"), qos=1)
+            await self._births(client)
+            return
         client.publish(self.topics.status, b"online", qos=STATUS_QOS, retain=True)
         catalog = self.store.catalog
         for index, machine in enumerate(catalog.machines):
@@ -221,8 +250,21 @@ class MqttGateway:
             client.publish(topic, meta, qos=0, retain=True)  # retained whatever the QoS
             if index % YIELD_EVERY == YIELD_EVERY - 1:
                 await asyncio.sleep(0)
-        if self.commands_enabled:
-            client.subscribe(self.topics.commands, qos=1)
+
+    async def _births(self, client: gmqtt.Client) -> None:
+        """NBIRTH, then a DBIRTH per machine with the latest frame's values."""
+        node, frame = self.sparkplug, self.store.latest
+        assert node is not None
+        assert frame is not None
+        self._rebirth = False
+        stamp = round(self.store.history.timestamp_s(frame.seq) * 1000)
+        client.publish(node.node_topic("NBIRTH"), node.nbirth(stamp), qos=0)
+        for index, (slot, column, machine_id) in enumerate(catalog_devices(self.store.catalog)):
+            topic = node.device_topic("DBIRTH", machine_id)
+            client.publish(topic, node.dbirth(frame, slot, column), qos=0)
+            if index % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)
+        self._last_seq = frame.seq
 
     # -- telemetry ---------------------------------------------------------------------------
 
@@ -233,6 +275,9 @@ class MqttGateway:
         client = self._client
         if client is None or not client.is_connected or _backlog(client) > MAX_BACKLOG_BYTES:
             self.stats.unsent += self.store.catalog.size
+            return
+        if self._rebirth:
+            await self._births(client)
             return
         await self._publish(client, frame, every_machine=False)
 
@@ -251,7 +296,10 @@ class MqttGateway:
         for slot, columns in enumerate(due):
             ids, topics = self.store.catalog.columns[slot], self._telemetry[slot]
             for column in columns:
-                payload = self.store.snapshot_of(frame, ids[column])
+                if self.sparkplug is None:
+                    payload = self.store.snapshot_of(frame, ids[column])
+                else:
+                    payload = self.sparkplug.ddata(frame, slot, column)
                 if not await self._send(client, topics[column], payload):
                     self.stats.unsent += sum(map(len, due)) - sent
                     self.stats.published += sent
@@ -287,6 +335,10 @@ class MqttGateway:
         self, client: gmqtt.Client, topic: str, payload: bytes, qos: int, properties: Any
     ) -> int:
         """Take a command message; carried out on a task of its own, bounded in number."""
+        node = self.sparkplug
+        if node is not None and topic == node.node_topic("NCMD"):
+            self._rebirth = self._rebirth or node.rebirth_requested(payload)
+            return 0
         if len(self._commands) >= MAX_PENDING_COMMANDS:
             self.stats.commands["dropped"] += 1
             return 0
