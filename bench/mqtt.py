@@ -54,12 +54,24 @@ PAYLOAD = (
 )
 
 
-def subscribe_and_count(url: str, topic: str, start: float, end: float, pipe: Connection) -> None:
+def subscribe_and_count(
+    url: str, topic: str, start: float, end: float, output: str, pipe: Connection
+) -> None:
     """Child process: count messages and their delay in [start, end) (wall clock)."""
     import json
     from datetime import datetime
 
     import paho.mqtt.client as paho
+
+    from server.mqtt.proto.sparkplug_b_pb2 import Payload
+
+    def due_of(data: bytes) -> float:
+        if output == "sparkplug":
+            payload = Payload()
+            payload.ParseFromString(data)
+            return payload.timestamp / 1000
+        stamp = json.loads(data)["timestamp"]
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
     delays: list[float] = []
     count = [0]
@@ -69,9 +81,7 @@ def subscribe_and_count(url: str, topic: str, start: float, end: float, pipe: Co
         if not start <= now < end:
             return
         count[0] += 1
-        stamp = json.loads(message.payload)["timestamp"]
-        due = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-        delays.append(now - due)
+        delays.append(now - due_of(message.payload))
 
     parts = urlsplit(url)
     client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"bench-{uuid.uuid4().hex}")
@@ -154,8 +164,11 @@ def run(
         start = time.time() + settle_s
         end = start + window_s
         parent, child = multiprocessing.Pipe()
+        topic = (
+            f"spBv1.0/{prefix}/DDATA/+/+" if output == "sparkplug" else f"{prefix}/+/+/telemetry"
+        )
         counter = multiprocessing.Process(
-            target=subscribe_and_count, args=(url, f"{prefix}/+/+/telemetry", start, end, child)
+            target=subscribe_and_count, args=(url, topic, start, end, output, child)
         )
         counter.start()
         parent.recv()
