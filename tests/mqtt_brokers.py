@@ -5,6 +5,7 @@ independent subscriber (paho-mqtt) that records what arrives."""
 from __future__ import annotations
 
 import asyncio
+import getpass
 import os
 import shutil
 import socket
@@ -37,7 +38,7 @@ class Received:
 class Recorder:
     """A paho-mqtt subscriber on its own thread; ``messages`` in arrival order."""
 
-    def __init__(self, url: str, *topics: str) -> None:
+    def __init__(self, url: str, *topics: str, ca_file: Path | None = None) -> None:
         parts = urlsplit(url)
         self.messages: list[Received] = []
         self._lock = threading.Lock()
@@ -47,6 +48,10 @@ class Recorder:
         )
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *_: self._subscribed.set()
+        if parts.username:
+            self.client.username_pw_set(parts.username, parts.password)
+        if ca_file is not None:
+            self.client.tls_set(ca_certs=str(ca_file))
         self.client.connect(parts.hostname or "127.0.0.1", parts.port or 1883)
         self.client.subscribe([(topic, 1) for topic in topics])
         self.client.loop_start()
@@ -90,7 +95,7 @@ def require_shared() -> str:
 class OwnMosquitto:
     """``mosquitto`` on a free loopback port, no persistence; restartable on the same port."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, extra: str = "") -> None:
         binary = shutil.which("mosquitto") or (
             "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
         )
@@ -100,14 +105,28 @@ class OwnMosquitto:
         self.binary = binary
         self.port = free_port()
         self.config = directory / "mosquitto.conf"
+        # Started as root, mosquitto drops to user "mosquitto", which cannot read a test's
+        # files: it stays the test's own user.
         self.config.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            f"listener {self.port} 127.0.0.1\npersistence false\nuser {getpass.getuser()}\n"
+            + (extra or "allow_anonymous true\n")
         )
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
+
+    @staticmethod
+    def password_file(directory: Path, user: str, password: str) -> Path:
+        """A mosquitto password file with one user."""
+        path = directory / "passwords"
+        subprocess.run(
+            ["mosquitto_passwd", "-c", "-b", str(path), user, password],
+            check=True,
+            capture_output=True,
+        )
+        return path
 
     def start(self) -> None:
         self.process = subprocess.Popen(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from server.bus.client import connect
 from server.config import Settings
 from server.keys import hub_key
 from tests.bus_plant import BusPlant, Simulator, Web
+from tests.certificates import self_signed
 from tests.conftest import TEST_SEED
 from tests.redis_servers import eventually, own_redis
 
@@ -109,24 +109,10 @@ async def test_a_killed_connection_is_made_again_and_the_streams_fill_the_gap(
         assert held == list(range(1, web.seq + 1))
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    certificate, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-keyout", str(key), "-out", str(certificate), "-subj", "/CN=127.0.0.1",
-            "-addext", "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return certificate, key
-
-
 async def test_a_tls_bus_with_a_self_signed_certificate(
     aiohttp_client: Any, tmp_path: Path
 ) -> None:
-    certificate, key = _self_signed(tmp_path)
+    certificate, key = self_signed(tmp_path)
     tls = [
         "--tls-cert-file", str(certificate), "--tls-key-file", str(key),
         "--tls-ca-cert-file", str(certificate), "--tls-auth-clients", "no",

@@ -22,6 +22,7 @@ from server.keys import outlets_key
 from server.mqtt.gateway import MqttGateway
 from server.mqtt.proto.sparkplug_b_pb2 import Payload
 from tests import protobuf_wire
+from tests.certificates import self_signed
 from tests.clock import ManualClock
 from tests.conftest import TEST_SEED
 from tests.mqtt_brokers import OwnMosquitto, Recorder, require_shared
@@ -63,10 +64,12 @@ async def gateway(aiohttp_client: Any) -> AsyncIterator[Any]:
     """A factory: ``await gateway(url=..., **settings)`` -> (Gateway, Recorder)."""
     recorders: list[Recorder] = []
 
-    async def make(url: str | None = None, **overrides: Any) -> tuple[Gateway, Recorder]:
+    async def make(
+        url: str | None = None, recorder_ca: Path | None = None, **overrides: Any
+    ) -> tuple[Gateway, Recorder]:
         url = url or require_shared()
         prefix = overrides.pop("mqtt_prefix", f"test-{uuid.uuid4().hex[:8]}")
-        recorder = Recorder(url, f"{prefix}/#", f"spBv1.0/{prefix}/#")
+        recorder = Recorder(url, f"{prefix}/#", f"spBv1.0/{prefix}/#", ca_file=recorder_ca)
         recorders.append(recorder)
         clock = ManualClock()
         settings = Settings(seed=TEST_SEED, mqtt_url=url, mqtt_prefix=prefix, **overrides)
@@ -382,3 +385,36 @@ async def test_sparkplug_ndeath_is_the_will_with_the_births_bdseq(tmp_path: Path
         assert [(m["name"], m["value"]) for m in death["metrics"]] == [("bdSeq", bd_seq)]
     finally:
         recorder.close()
+
+
+async def test_a_broker_with_tls_and_a_password(gateway: Any, tmp_path: Path) -> None:
+    certificate, key = self_signed(tmp_path)
+    passwords = OwnMosquitto.password_file(tmp_path, "plant", "s3cret")
+    broker = OwnMosquitto(
+        tmp_path,
+        f"cafile {certificate}\ncertfile {certificate}\nkeyfile {key}\n"
+        f"allow_anonymous false\npassword_file {passwords}\n",
+    )
+    broker.start()
+    try:
+        url = f"mqtts://plant:s3cret@127.0.0.1:{broker.port}"
+        verified, recorder = await gateway(
+            url=url, recorder_ca=certificate, mqtt_ca_file=certificate
+        )
+        await verified.tick(2)
+        await recorder.until(lambda: len(recorder.on("/telemetry")) == 9, "over TLS")
+        unverified, _ = await gateway(url=url, recorder_ca=certificate, mqtt_tls_verify=False)
+        assert unverified.outlet.stats.connected
+        wrong = f"mqtts://plant:wrong@127.0.0.1:{broker.port}"
+        refused = create_app(
+            Settings(seed=TEST_SEED, mqtt_url=wrong, mqtt_ca_file=certificate),
+            clock=ManualClock(),
+        )
+        (outlet,) = refused[outlets_key]
+        assert isinstance(outlet, MqttGateway)
+        await outlet.start()
+        await eventually(lambda: outlet.stats.connection_failures >= 1, what="refused")
+        assert not outlet.stats.connected
+        await outlet.stop()
+    finally:
+        broker.stop()
