@@ -14,7 +14,7 @@ from server.app import create_app
 from server.bus.publisher import LeaseHeldError
 from server.bus.wire import BusKeys
 from server.config import Settings
-from server.keys import shutdown_key
+from server.keys import outlets_key, shutdown_key
 from server.roles import publisher_key, responder_key, simulator_app
 from tests.bus_plant import BusPlant, Simulator, Web
 from tests.clock import ManualClock
@@ -315,3 +315,32 @@ async def test_junk_on_the_bus_is_counted_and_breaks_nothing(plant: BusPlant) ->
     await eventually(lambda: _handled(simulator) == 1)
     await simulator.tick()
     assert (await stopping).status == 200
+
+
+async def test_a_web_process_can_be_the_mqtt_gateway_of_the_bus_plant(plant: BusPlant) -> None:
+    from tests.mqtt_brokers import Recorder
+    from tests.mqtt_brokers import require_shared as require_broker
+
+    broker = require_broker()
+    simulator = await plant.simulator()
+    topic_prefix = f"{plant.prefix}-mqtt"
+    recorder = Recorder(broker, f"{topic_prefix}/#")
+    try:
+        web = await plant.web(mqtt_url=broker, mqtt_prefix=topic_prefix, mqtt_commands=True)
+        (gateway,) = web.app[outlets_key]
+        await eventually(lambda: gateway.stats.connected, what="the gateway connected")
+        await simulator.tick(3)
+        await eventually(lambda: len(recorder.on("/robot_01/telemetry")) >= 3, what="frames")
+        seqs = [json.loads(m.payload)["seq"] for m in recorder.on("/robot_01/telemetry")]
+        assert seqs == sorted(set(seqs))
+        assert seqs[-1] == simulator.seq
+        recorder.publish(f"{topic_prefix}/cnc_mill/cnc_01/cmd", json.dumps({"command": "stop"}))
+        await eventually(lambda: _handled(simulator) == 1, what="forwarded to the simulator")
+        await simulator.tick()
+        await eventually(lambda: recorder.on("/cmd/reply"), what="the answer")
+        answer = json.loads(recorder.on("/cmd/reply")[0].payload)
+        assert answer["ok"] is True
+        assert answer["mode"] == "idle"
+        assert answer["effective_seq"] == simulator.seq
+    finally:
+        recorder.close()
