@@ -18,7 +18,7 @@ import aiohttp_cors
 from aiohttp import WSCloseCode, web
 from prometheus_client.registry import Collector
 
-from server import api, history, plant_api, streams
+from server import api, history, plant_api, scenario, streams
 from server.clock import Clock, MonotonicClock
 from server.config import Settings
 from server.connections import SERVER_NAME, ConnectionCap
@@ -44,9 +44,10 @@ from server.keys import (
 )
 from server.metrics import Metrics
 from server.plant import LocalPlant, PlantControl
+from server.scenario import ScriptedSource, load_scenario, scenario_key
 from server.shutdown import Shutdown
 from server.sinks import FrameSink, Outlet, SinkSet
-from server.source import LocalSource
+from server.source import FrameSource, LocalSource
 from server.store import Store
 from simulation import Fleet
 from simulation.catalog import FleetCatalog
@@ -66,9 +67,10 @@ def create_app(
     :mod:`server.sinks`).
     """
     clock = clock if clock is not None else MonotonicClock()
-    source = LocalSource(build_fleet(settings))
-    store = new_store(settings, source.catalog)
-    plant = LocalPlant(source)
+    local = LocalSource(build_fleet(settings))
+    store = new_store(settings, local.catalog)
+    plant = LocalPlant(local)
+    source = scripted(settings, local, plant)
     outlets = configured_outlets(settings, store, plant)
     engine = Engine(
         source,
@@ -76,7 +78,19 @@ def create_app(
         tick_hz=settings.tick_hz,
         clock=clock,
     )
-    return serving_app(settings, store, engine, plant, clock=clock, outlets=outlets)
+    app = serving_app(settings, store, engine, plant, clock=clock, outlets=outlets)
+    if isinstance(source, ScriptedSource):
+        app[scenario_key] = source
+    return app
+
+
+def scripted(settings: Settings, local: LocalSource, plant: LocalPlant) -> FrameSource:
+    """The local source, or with ``--scenario`` the same with the scenario's changes."""
+    if settings.scenario is None:
+        return local
+    actions = load_scenario(settings.scenario, local.catalog)
+    log.info("scenario %s: %d action(s)", settings.scenario, len(actions))
+    return ScriptedSource(local, plant, actions, path=settings.scenario)
 
 
 def configured_outlets(settings: Settings, store: Store, plant: PlantControl) -> list[Outlet]:
@@ -149,7 +163,7 @@ def serving_app(
     app[machines_json_key] = api.machines_listing(catalog)
     app[history_gate_key] = asyncio.Semaphore(history.CONCURRENT_READS)
     app[outlets_key] = tuple(outlets)
-    _add_routes(app, settings, (api, history, plant_api, streams))
+    _add_routes(app, settings, (api, history, plant_api, scenario, streams))
     app.cleanup_ctx.append(run_engine)
     for outlet in outlets:
         app.cleanup_ctx.append(functools.partial(run_outlet, outlet))

@@ -265,6 +265,14 @@ class Settings:
         Path,
         "TOML fleet file declaring the machines (default: robot_01, cnc_01, conveyor_01)",
     )
+    scenario: Path | None = option(
+        None,
+        "--scenario",
+        "SCENARIO",
+        Path,
+        "TOML scenario: faults, commands and markers on the simulated clock, made at tick "
+        "boundaries (shown at GET /scenario)",
+    )
     cors_origins: tuple[str, ...] = option(
         ("*",),
         "--cors-origins",

@@ -22,17 +22,23 @@ def load_fleet(path: Path | None) -> tuple[FleetSpec, str | None]:
     """
     if path is None:
         return default_fleet(), None
-    if not stat.S_ISREG(path.stat().st_mode):  # before opening: a FIFO would block the open
-        raise FleetSpecError(f"{path}: not a regular file")
-    with path.open("rb") as file:
-        data = file.read(MAX_FLEET_FILE_BYTES + 1)
-    if len(data) > MAX_FLEET_FILE_BYTES:
-        raise FleetSpecError(f"{path}: larger than {MAX_FLEET_FILE_BYTES // (1024 * 1024)} MiB")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise FleetSpecError(f"{path}: not UTF-8 text (byte {error.start})") from None
+    text = read_text_file(path, MAX_FLEET_FILE_BYTES, FleetSpecError)
     return parse_fleet(text, str(path), MODEL_TYPES), text
+
+
+def read_text_file(path: Path, max_bytes: int, error: type[ValueError]) -> str:
+    """The UTF-8 text of a regular file of at most ``max_bytes``; ``error`` saying what is
+    wrong otherwise (``OSError`` when it cannot be read)."""
+    if not stat.S_ISREG(path.stat().st_mode):  # before opening: a FIFO would block the open
+        raise error(f"{path}: not a regular file")
+    with path.open("rb") as file:
+        data = file.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise error(f"{path}: larger than {max_bytes // (1024 * 1024)} MiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as decoding:
+        raise error(f"{path}: not UTF-8 text (byte {decoding.start})") from None
 
 
 def fresh_seed() -> int:

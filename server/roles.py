@@ -20,6 +20,7 @@ from server.app import (
     configured_outlets,
     name_the_server,
     new_store,
+    scripted,
     serving_app,
 )
 from server.bus.client import connect
@@ -56,7 +57,9 @@ def simulator_app(settings: Settings, *, clock: Clock | None = None) -> web.Appl
     ``/metrics`` only."""
     assert settings.bus_url is not None
     clock = clock if clock is not None else MonotonicClock()
-    source = LocalSource(build_fleet(settings))
+    local = LocalSource(build_fleet(settings))
+    plant = LocalPlant(local)
+    source = scripted(settings, local, plant)
     client = connect(settings, client_name=f"dms-simulator-{os.getpid()}")
     keys = BusKeys(settings.bus_prefix)
     announcement = Announcement.fresh(
@@ -75,7 +78,7 @@ def simulator_app(settings: Settings, *, clock: Clock | None = None) -> web.Appl
         stream_max_bytes=settings.bus_stream_max_bytes,
     )
     engine = Engine(source, SinkSet([publisher.sink]), tick_hz=settings.tick_hz, clock=clock)
-    responder = ControlResponder(client, keys, LocalPlant(source))
+    responder = ControlResponder(client, keys, plant)
     connections = ConnectionCap(settings.max_connections)
     metrics = Metrics(None, engine, connections, [publisher.collector(), responder.collector()])
     engine.on_tick = metrics.observe_tick
