@@ -70,7 +70,7 @@ def create_app(
     local = LocalSource(build_fleet(settings))
     store = new_store(settings, local.catalog)
     plant = LocalPlant(local)
-    source = scripted(settings, local, plant)
+    source = scripted(settings, local)
     outlets = configured_outlets(settings, store, plant)
     engine = Engine(
         source,
@@ -84,13 +84,13 @@ def create_app(
     return app
 
 
-def scripted(settings: Settings, local: LocalSource, plant: LocalPlant) -> FrameSource:
+def scripted(settings: Settings, local: LocalSource) -> FrameSource:
     """The local source, or with ``--scenario`` the same with the scenario's changes."""
     if settings.scenario is None:
         return local
     actions = load_scenario(settings.scenario, local.catalog)
     log.info("scenario %s: %d action(s)", settings.scenario, len(actions))
-    return ScriptedSource(local, plant, actions, path=settings.scenario)
+    return ScriptedSource(local, actions, path=settings.scenario)
 
 
 def configured_outlets(settings: Settings, store: Store, plant: PlantControl) -> list[Outlet]:

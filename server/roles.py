@@ -59,7 +59,7 @@ def simulator_app(settings: Settings, *, clock: Clock | None = None) -> web.Appl
     clock = clock if clock is not None else MonotonicClock()
     local = LocalSource(build_fleet(settings))
     plant = LocalPlant(local)
-    source = scripted(settings, local, plant)
+    source = scripted(settings, local)
     client = connect(settings, client_name=f"dms-simulator-{os.getpid()}")
     keys = BusKeys(settings.bus_prefix)
     announcement = Announcement.fresh(

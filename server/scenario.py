@@ -1,17 +1,17 @@
-"""``--scenario FILE``: a timeline of changes made through the plant-control service, each
-just before the step of the first frame that shows it (``simulation/scenario.py``).
+"""``--scenario FILE``: a timeline of changes, each made just before the step of the first
+frame that shows it (``simulation/scenario.py``).
 
-:class:`ScriptedSource` wraps the local source: before each step it carries out every
-occurrence due at that frame's seq with the local plant-control service, as a REST call
-would, so a seeded run of a scenario gives the same frames every time, whatever the wall
-clock does. What fired (and what was refused, with the reason) is kept for ``GET /scenario``.
+:class:`ScriptedSource` wraps the local source: before each step, under the step lock the
+plant-control service takes, it makes every occurrence due at that frame's seq with the
+fleet operations a REST call makes, so a seeded run of a scenario gives the same frames every
+time, whatever the wall clock does (and the export, which makes the same changes, the same
+data). What fired (and what was refused, with the reason) is kept for ``GET /scenario``.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +19,10 @@ from aiohttp import web
 
 from server.errors import json_error
 from server.fleetfile import read_text_file
-from server.plant import LocalPlant
 from server.source import LocalSource
 from simulation import Frame
 from simulation.catalog import FleetCatalog
-from simulation.errors import ControlError
-from simulation.scenario import Action, Occurrence, ScenarioError, Timeline, parse_scenario
+from simulation.scenario import Action, Event, ScenarioError, Timeline, carry_out, parse_scenario
 
 MAX_SCENARIO_BYTES = 16 * 1024 * 1024
 FIRED_KEPT = 1_000
@@ -40,25 +38,15 @@ def load_scenario(path: Path, catalog: FleetCatalog) -> tuple[Action, ...]:
     return parse_scenario(text, str(path), catalog)
 
 
-@dataclass(frozen=True, slots=True)
-class Fired:
-    seq: int
-    action: Action
-    repetition: int
-    machine_id: str | None
-    result: dict[str, Any]  # what it did, or {"refused": message}
-
-
 class ScriptedSource:
     """The local source, with a scenario's changes made before each step they are due at."""
 
-    def __init__(self, inner: LocalSource, plant: LocalPlant, actions: tuple[Action, ...],
-                 *, path: Path) -> None:  # fmt: skip
-        self.inner, self.plant, self.path = inner, plant, path
+    def __init__(self, inner: LocalSource, actions: tuple[Action, ...], *, path: Path) -> None:
+        self.inner, self.path = inner, path
         self.catalog = inner.catalog
         self.lock = inner.lock
         self.timeline = Timeline(actions)
-        self.fired: collections.deque[Fired] = collections.deque(maxlen=FIRED_KEPT)
+        self.fired: collections.deque[Event] = collections.deque(maxlen=FIRED_KEPT)
         self.fired_count = self.refused_count = 0
 
     @property
@@ -66,59 +54,27 @@ class ScriptedSource:
         return self.inner.seq
 
     async def step(self) -> Frame:
-        for occurrence in self.timeline.due(self.inner.seq + 1):
-            await self._carry_out(occurrence)
+        async with self.inner.lock:  # as the plant-control service changes the fleet
+            for occurrence in self.timeline.due(self.inner.seq + 1):
+                for event in carry_out(occurrence, self.inner.fleet):
+                    self._record(event)
         return await self.inner.step()
 
     def close(self) -> None:
         self.inner.close()
 
-    async def _carry_out(self, occurrence: Occurrence) -> None:
-        action = occurrence.action
-        if action.kind == "marker":
-            self._record(occurrence, None, {"marker": action.marker})
-            return
-        for machine_id in action.machine_ids:
-            try:
-                result = await self._change(action, machine_id)
-            except ControlError as error:
-                self.refused_count += 1
-                result = {"refused": str(error)}
-            self._record(occurrence, machine_id, result)
-
-    async def _change(self, action: Action, machine_id: str) -> dict[str, Any]:
-        plant = self.plant
-        if action.kind == "inject":
-            assert action.fault is not None
-            injected = await plant.inject_fault(machine_id, action.fault)
-            return {"fault_id": injected.result.fault_id, "effective_seq": injected.effective_seq}
-        if action.kind == "command":
-            assert action.command is not None
-            changed = await plant.command(machine_id, action.command)
-            return {"mode": changed.result, "effective_seq": changed.effective_seq}
-        cleared, effective_seq = [], self.inner.seq + 1
-        for record in await plant.active_faults(machine_id):
-            if action.clear in ("all", record.kind):
-                change = await plant.clear_fault(machine_id, record.fault_id)
-                cleared.append(change.result.fault_id)
-        return {"cleared": cleared, "effective_seq": effective_seq}
-
-    def _record(
-        self, occurrence: Occurrence, machine_id: str | None, result: dict[str, Any]
-    ) -> None:
+    def _record(self, event: Event) -> None:
         self.fired_count += 1
-        self.fired.append(
-            Fired(occurrence.seq, occurrence.action, occurrence.repetition, machine_id, result)
-        )
-        action = occurrence.action
+        self.refused_count += event.refused
+        self.fired.append(event)
         log.info(
             "scenario: seq %d, entry %d (line %d): %s%s: %s",
-            occurrence.seq,
-            action.number,
-            action.line,
-            action.summary,
-            "" if machine_id is None else f" [{machine_id}]",
-            result,
+            event.seq,
+            event.entry,
+            event.line,
+            event.kind,
+            "" if event.machine_id is None else f" [{event.machine_id}]",
+            event.detail,
         )
 
 
@@ -141,15 +97,15 @@ async def scenario(request: web.Request) -> web.Response:
             "refused_count": scripted.refused_count,
             "fired": [
                 {
-                    "seq": fired.seq,
-                    "time_s": round(fired.seq * dt_s, 6),
-                    "entry": fired.action.number,
-                    "repetition": fired.repetition,
-                    "what": fired.action.kind,
-                    "machine_id": fired.machine_id,
-                    **fired.result,
+                    "seq": event.seq,
+                    "time_s": round(event.seq * dt_s, 6),
+                    "entry": event.entry,
+                    "repetition": event.repetition,
+                    "what": event.kind,
+                    "machine_id": event.machine_id,
+                    **event.detail,
                 }
-                for fired in scripted.fired
+                for event in scripted.fired
             ],
             "next": [
                 {

@@ -27,11 +27,13 @@ import heapq
 import math
 import re
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from simulation.catalog import FleetCatalog
+from simulation.errors import ControlError
+from simulation.faults import FaultRecord
 from simulation.spec import COMMANDS, FaultRequest
 
 KINDS = ("inject", "clear", "command", "marker")
@@ -276,3 +278,87 @@ def _seconds(value: Any, where: str, key: str) -> float:
     if not math.isfinite(seconds) or seconds < 0:
         raise ScenarioError(f"{where}: {key} must be zero or more, got {value!r}")
     return seconds
+
+
+class Plant(Protocol):
+    """What a scenario changes: a :class:`~simulation.fleet.Fleet` (between two steps)."""
+
+    def inject_fault(self, machine_id: str, request: FaultRequest) -> FaultRecord: ...
+
+    def clear_fault(self, machine_id: str, fault_id: str) -> FaultRecord: ...
+
+    def command(self, machine_id: str, name: str) -> str: ...
+
+    def active_faults(self, machine_id: str) -> tuple[FaultRecord, ...]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """What one occurrence did to one machine (or, for a marker, to none)."""
+
+    seq: int
+    entry: int
+    line: int
+    repetition: int
+    kind: str
+    machine_id: str | None
+    detail: dict[str, Any]  # the change made, or {"refused": why}
+
+    @property
+    def refused(self) -> bool:
+        return "refused" in self.detail
+
+
+def carry_out(
+    occurrence: Occurrence,
+    plant: Plant,
+    *,
+    machines: Collection[str] | None = None,
+    markers: bool = True,
+) -> list[Event]:
+    """Make one occurrence's changes (to those of its machines in ``machines``, if given) and
+    say what each did; a change the plant refuses is an event with the reason, not an error.
+    Call it between two steps: the changes show from ``occurrence.seq`` on."""
+    action = occurrence.action
+    if action.kind == "marker":
+        return [_event(occurrence, None, {"marker": action.marker})] if markers else []
+    events = []
+    for machine_id in action.machine_ids:
+        if machines is not None and machine_id not in machines:
+            continue
+        try:
+            detail = _change(action, machine_id, plant)
+        except ControlError as error:
+            detail = {"refused": str(error)}
+        events.append(_event(occurrence, machine_id, detail))
+    return events
+
+
+def marker_events(actions: tuple[Action, ...], last_seq: int) -> list[Event]:
+    """The markers of a run of ``last_seq`` ticks (they change nothing, so need no plant)."""
+    return [
+        _event(occurrence, None, {"marker": occurrence.action.marker})
+        for occurrence in Timeline(actions).due(last_seq)
+        if occurrence.action.kind == "marker"
+    ]
+
+
+def _event(occurrence: Occurrence, machine_id: str | None, detail: dict[str, Any]) -> Event:
+    action = occurrence.action
+    return Event(occurrence.seq, action.number, action.line, occurrence.repetition,
+                 action.kind, machine_id, detail)  # fmt: skip
+
+
+def _change(action: Action, machine_id: str, plant: Plant) -> dict[str, Any]:
+    if action.kind == "inject":
+        assert action.fault is not None
+        return {"fault_id": plant.inject_fault(machine_id, action.fault).fault_id}
+    if action.kind == "command":
+        assert action.command is not None
+        return {"mode": plant.command(machine_id, action.command)}
+    cleared = [
+        plant.clear_fault(machine_id, record.fault_id).fault_id
+        for record in plant.active_faults(machine_id)
+        if action.clear in ("all", record.kind)
+    ]
+    return {"cleared": cleared}

@@ -32,11 +32,11 @@ def test_simulation_uses_no_global_numpy_random_state(path: Path) -> None:
 
 
 SERVER = SIMULATION.parent / "server"
-# Where the server may build or change a fleet: the factory, the local frame source and the
-# plant-control service, the fleet-file loader (which knows the model types) and the export
-# command (which drives simulations of its own).
-# Everything else works from the catalog and the frames.
-FLEET_OWNERS = {"app.py", "fleetfile.py", "source.py", "plant.py", "export"}
+# Where the server may build or change a fleet: the factory, the local frame source, its
+# scripted wrapper (a scenario's changes between two steps) and the plant-control service, the
+# fleet-file loader (which knows the model types) and the export command (which drives
+# simulations of its own). Everything else works from the catalog and the frames.
+FLEET_OWNERS = {"app.py", "fleetfile.py", "source.py", "scenario.py", "plant.py", "export"}
 FLEET_NAMES = {"Fleet", "MachineModel", "MODEL_TYPES"}
 SETTINGS_NAMES = {"settings", "args"}  # ``settings.fleet`` is the fleet file's path
 

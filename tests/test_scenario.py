@@ -11,7 +11,7 @@ import pytest
 from server.fleetfile import load_fleet
 from simulation import Fleet
 from simulation.scenario import ScenarioError, Timeline, parse_scenario
-from tests.conftest import Harness, MakeServer
+from tests.conftest import TEST_SEED, Harness, MakeServer
 
 MACHINES = ("robot_01", "cnc_01", "conveyor_01")
 
@@ -49,8 +49,8 @@ inject = {type = "dropout", severity = 1.0}
 """
 
 
-def catalog() -> Any:
-    return Fleet(load_fleet(None)[0], seed=1, dt_s=0.1).catalog
+def catalog(dt_s: float = 0.1) -> Any:
+    return Fleet(load_fleet(None)[0], seed=1, dt_s=dt_s).catalog
 
 
 async def scripted_server(make_server: MakeServer, tmp_path: Path, text: str) -> Harness:
@@ -194,3 +194,64 @@ async def test_the_ten_minute_demo_runs_through_without_a_refusal(
         "cnc_01": {"tool_breakage"},
         "conveyor_01": {"bearing_defect", "dropout"},
     }
+
+
+async def test_the_export_of_a_scenario_is_what_the_server_streamed(
+    make_server: MakeServer, tmp_path: Path
+) -> None:
+    """One scenario and seed: the server at a simulated second per tick, and the export at
+    1 Hz, give the same states, faults and readings at every seq, and the events table."""
+    import dataclasses
+    import json as jsonlib
+
+    import pyarrow.parquet as pq
+
+    from server.export.runner import run_export
+    from simulation.export.dataset import make_plan
+
+    demo = Path(__file__).parent.parent / "examples" / "plant-demo.toml"
+    server = await make_server(scenario=demo, speed=10.0)
+    await server.clock.tick(599)  # seq 600: the whole demo
+    plan = make_plan(load_fleet(None)[0], seed=TEST_SEED, rate_hz=1.0,
+                     duration_s=600.0)  # fmt: skip
+    from server.scenario import load_scenario
+
+    plan = dataclasses.replace(plan, scenario=load_scenario(demo, catalog(dt_s=1.0)))
+    run_export(plan, tmp_path / "export", workers=1)
+    for machine_id, machine_type in zip(MACHINES, ("robotic_arm", "cnc_mill", "conveyor_belt"),
+                                        strict=True):  # fmt: skip
+        rows = [
+            row
+            for row in pq.read_table(tmp_path / "export" / f"{machine_type}.parquet").to_pylist()
+            if row["machine_id"] == machine_id
+        ]
+        streamed = await history(server, machine_id)
+        assert [row["seq"] for row in rows] == [frame["seq"] for frame in streamed]
+        for row, frame in zip(rows, streamed, strict=True):
+            assert row["state"] == frame["state"], (machine_id, frame["seq"])
+            assert [f["fault_id"] for f in row["faults"]] == [f["id"] for f in frame["faults"]], (
+                machine_id,
+                frame["seq"],
+            )
+            assert row["health"] == pytest.approx(frame["health"], abs=1e-4)
+    events = pq.read_table(tmp_path / "export" / "events.parquet").to_pylist()
+    timeline = await (await server.client.get("/scenario")).json()
+    assert [(e["seq"], e["entry"], e["machine_id"]) for e in events] == [
+        (f["seq"], f["entry"], f["machine_id"]) for f in timeline["fired"]
+    ]
+    assert all("refused" not in jsonlib.loads(e["detail"]) for e in events)
+    manifest = jsonlib.loads((tmp_path / "export" / "manifest.json").read_text())
+    assert manifest["events"]["rows"] == len(events) == 10
+
+
+def test_the_export_refuses_a_bad_scenario_with_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from server.export.cli import main as export
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[actions]]\nat = "1m"\nmachine = "cnc_01"\ncommand = "fly"\n')
+    with pytest.raises(SystemExit) as exited:
+        export(["export", "--scenario", str(bad), "--out", str(tmp_path / "out"), "--quiet"])
+    assert exited.value.code == 2
+    assert "bad.toml:1: actions entry 1: unknown command 'fly'" in capsys.readouterr().err

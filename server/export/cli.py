@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import sys
 from collections.abc import Sequence
@@ -13,6 +14,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from server.config import add_options
 from server.fleetfile import fresh_seed, load_fleet
+from server.scenario import load_scenario
+from simulation import Fleet
 from simulation.export.dataset import (
     DEFAULT_START_MS,
     ExportPlan,
@@ -22,6 +25,7 @@ from simulation.export.dataset import (
     synthetic_fleet,
 )
 from simulation.fleet_spec import FleetSpec, FleetSpecError
+from simulation.scenario import ScenarioError
 
 if TYPE_CHECKING:  # the runner imports pyarrow: only when the command runs
     from server.export.runner import ExportResult
@@ -50,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     fleet.add_argument(
         "--machines", type=int, help="a synthetic fleet of N machines in equal shares of the types"
     )
-    add_options(export, ("seed", "fault_rate_per_h", "repair_after_s"), None)
+    add_options(export, ("seed", "fault_rate_per_h", "repair_after_s", "scenario"), None)
     export.add_argument(
         "--duration", default="1h", help="simulated time: seconds, or with a unit: 90m, 24h, 1d"
     )
@@ -84,7 +88,7 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int
         _check_out_dir(args.out, args.overwrite)
         if args.workers is not None and args.workers < 1:
             raise ExportPlanError(f"--workers must be at least 1, got {args.workers}")
-    except (ExportPlanError, FleetSpecError, OSError) as error:
+    except (ExportPlanError, FleetSpecError, ScenarioError, OSError) as error:
         args.command_parser.error(str(error))
     try:
         from tqdm import tqdm
@@ -122,18 +126,28 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int
 def _plan_from_args(args: argparse.Namespace) -> tuple[ExportPlan, dict[str, Any]]:
     fleet, fleet_info = _fleet_from_args(args)
     seed = fresh_seed() if args.seed is None else args.seed
-    return (
-        make_plan(
-            fleet,
-            seed=seed,
-            rate_hz=args.rate,
-            duration_s=parse_duration(args.duration),
-            start_ms=_parse_start(args.start),
-            fault_rate_per_h=args.fault_rate_per_h,
-            repair_after_s=args.repair_after_s,
-        ),
-        fleet_info,
+    plan = make_plan(
+        fleet,
+        seed=seed,
+        rate_hz=args.rate,
+        duration_s=parse_duration(args.duration),
+        start_ms=_parse_start(args.start),
+        fault_rate_per_h=args.fault_rate_per_h,
+        repair_after_s=args.repair_after_s,
     )
+    if args.scenario is not None:
+        # The catalog the server would build for this fleet and step: ids, types, fault kinds.
+        catalog = Fleet(fleet, seed=seed, dt_s=plan.dt_s).catalog
+        plan = dataclasses.replace(plan, scenario=load_scenario(args.scenario, catalog))
+        text = args.scenario.read_text()
+        fleet_info = fleet_info | {
+            "scenario": {
+                "name": args.scenario.name,
+                "sha256": hashlib.sha256(text.encode()).hexdigest(),
+                "toml": text,
+            }
+        }
+    return plan, fleet_info
 
 
 def _fleet_from_args(args: argparse.Namespace) -> tuple[FleetSpec, dict[str, Any]]:

@@ -46,6 +46,7 @@ from simulation.export.dataset import (
     iter_type_batches,
     type_columns,
 )
+from simulation.scenario import Event, marker_events
 
 FORMATS = ("parquet", "csv")
 MANIFEST_NAME = "manifest.json"
@@ -70,6 +71,7 @@ class FileResult:
     machines: int
     rows: int
     bytes: int
+    events: tuple[Event, ...] = ()  # the scenario's changes to this type's machines
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,11 +229,13 @@ def write_type_file(
     partial = path.with_name(f".{path.name}.partial")
     writer = _WRITERS[file_format](partial, converter.schema)
     rows = 0
+    events: list[Event] = []
     try:
 
         def sink(batch: TypeBatch) -> None:
             nonlocal rows
             writer.write_batch(converter.convert(batch))
+            events.extend(batch.events)
             rows += batch.rows
             report(batch.rows)
 
@@ -242,7 +246,8 @@ def write_type_file(
         raise
     writer.close()
     os.replace(partial, path)
-    return FileResult(machine_type, path.name, len(ids), rows, path.stat().st_size)
+    size = path.stat().st_size
+    return FileResult(machine_type, path.name, len(ids), rows, size, tuple(events))
 
 
 def _pipe(batches: Iterator[TypeBatch], sink: Callable[[TypeBatch], None]) -> None:
@@ -302,8 +307,75 @@ def run_export(
     else:
         files = _run_in_processes(plan, jobs, file_format, workers, report)
     result = ExportResult(tuple(files), plan.samples, time.perf_counter() - began, out_dir)
-    _write_json(out_dir / MANIFEST_NAME, manifest(plan, result, file_format, fleet_info or {}))
+    events = None
+    if plan.scenario:
+        events = write_events(plan, files, out_dir / f"{EVENTS_NAME}.{file_format}", file_format)
+    document = manifest(plan, result, file_format, fleet_info or {})
+    if events is not None:
+        document["events"] = events
+    _write_json(out_dir / MANIFEST_NAME, document)
     return result
+
+
+EVENTS_NAME = "events"
+EVENT_SCHEMA = pa.schema(
+    [
+        pa.field(name, kind, nullable, {"role": role, "description": description})
+        for name, kind, nullable, role, description in (
+            ("seq", pa.int64(), False, "time", "the first frame that shows it"),
+            ("time_s", pa.float64(), False, "time", "its simulated time, s"),
+            ("timestamp", pa.timestamp("ms", tz="UTC"), False, "time", "its wall time"),
+            ("entry", pa.int32(), False, "key", "the scenario entry, from 1"),
+            ("line", pa.int32(), False, "key", "the entry's line in the file"),
+            ("repetition", pa.int32(), False, "key", "the occurrence of a repeated entry"),
+            ("kind", pa.string(), False, "key", "inject, clear, command or marker"),
+            ("machine_id", pa.string(), True, "key", "the machine; null for a marker"),
+            ("detail", pa.string(), False, "event", "JSON: the change made, or why refused"),
+        )
+    ]
+)
+
+
+def write_events(
+    plan: ExportPlan, files: list[FileResult], path: Path, file_format: str
+) -> dict[str, Any]:
+    """The events table: every scenario change (from the type files' runs) and marker, in
+    seq, entry and fleet order (the order the server makes them in); its manifest entry."""
+    position = {machine.machine_id: index for index, machine in enumerate(plan.fleet.machines)}
+    events = sorted(
+        [event for file in files for event in file.events]
+        + marker_events(plan.scenario, plan.steps),
+        key=lambda event: (
+            event.seq,
+            event.entry,
+            event.repetition,
+            -1 if event.machine_id is None else position[event.machine_id],
+        ),
+    )
+    columns = {
+        "seq": [event.seq for event in events],
+        "time_s": [event.seq * plan.dt_s for event in events],
+        "timestamp": [plan.start_ms + round(event.seq * plan.dt_s * 1000) for event in events],
+        "entry": [event.entry for event in events],
+        "line": [event.line for event in events],
+        "repetition": [event.repetition for event in events],
+        "kind": [event.kind for event in events],
+        "machine_id": [event.machine_id for event in events],
+        "detail": [json.dumps(event.detail, sort_keys=True) for event in events],
+    }
+    table = pa.Table.from_pydict(columns, schema=EVENT_SCHEMA)
+    writer = _WRITERS[file_format](path, EVENT_SCHEMA)
+    try:
+        for batch in table.to_batches():
+            writer.write_batch(batch)
+    finally:
+        writer.close()
+    return {
+        "path": path.name,
+        "rows": len(events),
+        "refused": sum(event.refused for event in events),
+        "columns": [field.name for field in EVENT_SCHEMA],
+    }
 
 
 def _run_in_processes(

@@ -27,6 +27,7 @@ from simulation.faults import FaultRecord, FaultSet
 from simulation.fleet import DEFAULT_REPAIR_AFTER_S, Fleet
 from simulation.fleet_spec import MAX_FLEET_SIZE, FleetSpec, MachineSpec
 from simulation.models import MODEL_TYPES
+from simulation.scenario import Action, Event, Timeline, carry_out
 from simulation.spec import LABELS, LabelSpec, SensorSpec
 
 MAX_RATE_HZ = 1000.0
@@ -88,6 +89,7 @@ class ExportPlan:
     start_ms: int = DEFAULT_START_MS
     fault_rate_per_h: float = 0.0
     repair_after_s: float | None = DEFAULT_REPAIR_AFTER_S
+    scenario: tuple[Action, ...] = ()  # changes made at tick boundaries, as the server does
 
     @property
     def dt_s(self) -> float:
@@ -142,6 +144,7 @@ class TypeBatch:
     machine_index: np.ndarray
     columns: dict[str, Column]
     faults: dict[str, FaultEntries]
+    events: tuple[Event, ...] = ()  # a scenario's changes made before the batch's first step
 
     @property
     def rows(self) -> int:
@@ -353,10 +356,20 @@ def iter_type_batches(plan: ExportPlan, machine_type: str) -> Iterator[TypeBatch
     batch_steps = steps_per_batch(count, plan.steps)
     buffers = _Buffers(len(sensors), batch_steps, count)
     machine_index = np.tile(np.arange(count, dtype=np.int32), batch_steps)
+    timeline = Timeline(plan.scenario)
+    ours = {machine.machine_id for machine in spec.machines}
     done = 0
     while done < plan.steps:
-        steps = min(batch_steps, plan.steps - done)
         first_seq = fleet.seq + 1
+        events = tuple(
+            event
+            for occurrence in timeline.due(first_seq)
+            for event in carry_out(occurrence, fleet, machines=ours, markers=False)
+        )
+        steps = min(batch_steps, plan.steps - done)
+        upcoming = timeline.upcoming(1)
+        if upcoming:  # a batch ends before the next change, which is made between two steps
+            steps = min(steps, upcoming[0].seq - first_seq)
         buffers.fill(fleet, steps)
         columns = _time_columns(plan, first_seq, steps, count)
         columns |= _sensor_columns(sensors, buffers.readings[:, :steps])
@@ -367,7 +380,7 @@ def iter_type_batches(plan: ExportPlan, machine_type: str) -> Iterator[TypeBatch
         }
         rows = steps * count
         yield TypeBatch(
-            machine_type, first_seq, steps, count, machine_index[:rows], columns, faults
+            machine_type, first_seq, steps, count, machine_index[:rows], columns, faults, events
         )
         done += steps
 
