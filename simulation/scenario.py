@@ -131,7 +131,7 @@ def parse_scenario(text: str, source: str, catalog: FleetCatalog) -> tuple[Actio
         raise ScenarioError(f"{source}:1: no [[actions]] entries")
     if len(entries) > MAX_ACTIONS:
         raise ScenarioError(f"{source}: more than {MAX_ACTIONS:,} actions")
-    lines = [text.count("\n", 0, match.start()) + 1 for match in _ENTRY_HEADER.finditer(text)]
+    lines = _header_lines(text)
     actions = []
     for number, entry in enumerate(entries, start=1):
         line = lines[number - 1] if number <= len(lines) else 1
@@ -140,6 +140,16 @@ def parse_scenario(text: str, source: str, catalog: FleetCatalog) -> tuple[Actio
             raise ScenarioError(f"{where}: expected a table")
         actions.append(_action(entry, number, line, where, catalog))
     return tuple(actions)
+
+
+def _header_lines(text: str) -> list[int]:
+    """The line of each ``[[actions]]`` header, counted in one pass."""
+    lines, line, offset = [], 1, 0
+    for match in _ENTRY_HEADER.finditer(text):
+        line += text.count("\n", offset, match.start())
+        offset = match.start()
+        lines.append(line)
+    return lines
 
 
 def _action(
