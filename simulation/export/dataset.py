@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
 from simulation.faults import FaultRecord, FaultSet
-from simulation.fleet import DEFAULT_REPAIR_AFTER_S, Fleet
+from simulation.fleet import DEFAULT_REPAIR_AFTER_S, Fleet, Frame
 from simulation.fleet_spec import MAX_FLEET_SIZE, FleetSpec, MachineSpec
 from simulation.models import MODEL_TYPES
 from simulation.scenario import Action, Event, Timeline, carry_out
@@ -323,18 +323,18 @@ class _Buffers:
         # Per fault field: (step, set) whenever the set differs from the step before.
         self.fault_changes: dict[str, list[tuple[int, FaultSet]]] = {}
 
-    def fill(self, fleet: Fleet, steps: int) -> None:
-        """The hot loop: one fleet step and a few copies per step, nothing else."""
+    def fill(self, frames: Iterable[Frame], slot: int = 0) -> None:
+        """The hot loop: a few copies of slot ``slot`` of each frame (a fleet stepping, or
+        frames that come from elsewhere), nothing else."""
         readings, arrays = self.readings, tuple(self.arrays.items())
         changes: dict[str, list[tuple[int, FaultSet]]] = {name: [] for name in self.fault_fields}
         last: dict[str, FaultSet | None] = dict.fromkeys(self.fault_fields)
-        for index in range(steps):
-            frame = fleet.step()
-            readings[:, index] = frame.values[0]
+        for index, frame in enumerate(frames):
+            readings[:, index] = frame.values[slot]
             for name, block in arrays:
-                block[index] = getattr(frame, name)[0]
+                block[index] = getattr(frame, name)[slot]
             for name, found in changes.items():
-                fault_set = getattr(frame, name)[0]
+                fault_set = getattr(frame, name)[slot]
                 if fault_set is not last[name]:  # a fault set is the same object until it changes
                     found.append((index, fault_set))
                     last[name] = fault_set
@@ -370,7 +370,7 @@ def iter_type_batches(plan: ExportPlan, machine_type: str) -> Iterator[TypeBatch
         upcoming = timeline.upcoming(1)
         if upcoming:  # a batch ends before the next change, which is made between two steps
             steps = min(steps, upcoming[0].seq - first_seq)
-        buffers.fill(fleet, steps)
+        buffers.fill(fleet.step() for _ in range(steps))
         columns = _time_columns(plan, first_seq, steps, count)
         columns |= _sensor_columns(sensors, buffers.readings[:, :steps])
         columns |= {name: _label_values(block[:steps]) for name, block in buffers.arrays.items()}
