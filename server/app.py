@@ -100,6 +100,10 @@ def configured_outlets(settings: Settings, store: Store, plant: PlantControl) ->
         from server.mqtt.gateway import MqttGateway
 
         outlets.append(MqttGateway(settings, store, plant))
+    if settings.record_dir is not None:
+        from server.recorder import Recorder  # pyarrow: the export extra
+
+        outlets.append(Recorder(settings, store.catalog))
     return outlets
 
 

@@ -273,6 +273,28 @@ class Settings:
         "TOML scenario: faults, commands and markers on the simulated clock, made at tick "
         "boundaries (shown at GET /scenario)",
     )
+    record_dir: Path | None = option(
+        None,
+        "--record",
+        "RECORD",
+        Path,
+        "directory to record the live stream to, as Parquet in the export's format, in "
+        "segments with a manifest each",
+    )
+    record_hz: float = option(
+        0.0,
+        "--record-hz",
+        "RECORD_HZ",
+        _non_negative_float,
+        "frames recorded per second, at most the tick rate (0: every frame)",
+    )
+    record_rotate_s: float = option(
+        3600.0,
+        "--record-rotate",
+        "RECORD_ROTATE",
+        _positive_float,
+        "simulated seconds per segment of the recording",
+    )
     cors_origins: tuple[str, ...] = option(
         ("*",),
         "--cors-origins",
@@ -597,6 +619,8 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
             f"{what} runs on a Redis bus: give --bus redis://host:port or set REDIS_URL "
             "(without a bus, python -m server simulates and serves in one process)"
         )
+    if args.record_hz > args.tick_hz:
+        parser.error(f"--record-hz {args.record_hz:g} is above the tick rate {args.tick_hz:g} Hz")
     if args.mqtt_hz > args.tick_hz:
         parser.error(f"--mqtt-hz {args.mqtt_hz:g} is above the tick rate {args.tick_hz:g} Hz")
     if args.role == "simulator" and args.workers > 1:

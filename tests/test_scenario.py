@@ -3,6 +3,7 @@ plant-control service, the same frames run after run."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from server.fleetfile import load_fleet
 from simulation import Fleet
 from simulation.scenario import ScenarioError, Timeline, parse_scenario
 from tests.conftest import TEST_SEED, Harness, MakeServer
+from tests.redis_servers import eventually
 
 MACHINES = ("robot_01", "cnc_01", "conveyor_01")
 
@@ -255,3 +257,54 @@ def test_the_export_refuses_a_bad_scenario_with_its_line(
         export(["export", "--scenario", str(bad), "--out", str(tmp_path / "out"), "--quiet"])
     assert exited.value.code == 2
     assert "bad.toml:1: actions entry 1: unknown command 'fly'" in capsys.readouterr().err
+
+
+async def test_a_recording_of_a_scenario_run_holds_the_rows_of_its_export(
+    make_server: MakeServer, tmp_path: Path
+) -> None:
+    """--record writes the live stream in the export's format, rotated into segments with a
+    manifest each; together they hold exactly the export's rows for the same scenario."""
+    import dataclasses
+    import json as jsonlib
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from server.export.runner import run_export
+    from server.keys import outlets_key
+    from server.scenario import load_scenario
+    from simulation.export.dataset import make_plan
+
+    demo = Path(__file__).parent.parent / "examples" / "plant-demo.toml"
+    record = tmp_path / "recording"
+    server = await make_server(scenario=demo, speed=10.0, record_dir=record, record_rotate_s=250.0)
+    (recorder,) = server.app[outlets_key]
+    for chunk in range(60):  # to seq 600, at the pace the writer takes (a burst drops, counted)
+        await server.clock.tick(9 if chunk == 0 else 10)
+        await eventually(lambda chunk=chunk: recorder.stats.frames == 10 * (chunk + 1))
+    await recorder.stop()  # as at shutdown: the last segment is closed
+    segments = sorted(record.iterdir())
+    assert [path.name for path in segments] == [
+        "seq-000000000001",
+        "seq-000000000251",
+        "seq-000000000501",
+    ]
+    manifests = [jsonlib.loads((path / "manifest.json").read_text()) for path in segments]
+    assert [m["steps"] for m in manifests] == [250, 250, 100]
+    assert len({m["start"] for m in manifests}) == 1
+    start_ms = round(datetime.fromisoformat(manifests[0]["start"].replace("Z", "+00:00"))
+                     .timestamp() * 1000)  # fmt: skip
+    plan = make_plan(load_fleet(None)[0], seed=TEST_SEED, rate_hz=1.0, duration_s=600.0,
+                     start_ms=start_ms)  # fmt: skip
+    plan = dataclasses.replace(plan, scenario=load_scenario(demo, catalog(dt_s=1.0)))
+    run_export(plan, tmp_path / "export", workers=1)
+    for machine_type in ("robotic_arm", "cnc_mill", "conveyor_belt"):
+        recorded = pa.concat_tables(
+            [pq.read_table(path / f"{machine_type}.parquet") for path in segments]
+        )
+        exported = pq.read_table(tmp_path / "export" / f"{machine_type}.parquet")
+        assert recorded.num_rows == exported.num_rows == 600
+        assert recorded.to_pylist() == exported.to_pylist(), machine_type
+    metrics = await (await server.client.get("/metrics")).text()
+    assert "dms_record_frames_total 600.0" in metrics
+    assert "dms_record_dropped_total 0.0" in metrics

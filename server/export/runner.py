@@ -179,7 +179,7 @@ class BatchConverter:
 
 
 # ----------------------------------------------------------------------------- writers
-def _parquet_writer(path: Path, schema: pa.Schema) -> _BatchWriter:
+def parquet_writer(path: Path, schema: pa.Schema) -> _BatchWriter:
     """Options pinned so the bytes depend on the data alone."""
     float_names = [f.name for f in schema if pa.types.is_floating(f.type)]
     dictionary_names = [f.name for f in schema if pa.types.is_dictionary(f.type)]
@@ -215,7 +215,7 @@ def _csv_writer(path: Path, schema: pa.Schema) -> _BatchWriter:
 
 
 _WRITERS: dict[str, Callable[[Path, pa.Schema], _BatchWriter]] = {
-    "parquet": _parquet_writer,
+    "parquet": parquet_writer,
     "csv": _csv_writer,
 }
 
@@ -313,7 +313,7 @@ def run_export(
     document = manifest(plan, result, file_format, fleet_info or {})
     if events is not None:
         document["events"] = events
-    _write_json(out_dir / MANIFEST_NAME, document)
+    write_json(out_dir / MANIFEST_NAME, document)
     return result
 
 
@@ -522,7 +522,7 @@ def _iso_ms(epoch_ms: int) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _write_json(path: Path, document: Mapping[str, Any]) -> None:
+def write_json(path: Path, document: Mapping[str, Any]) -> None:
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", "utf-8")
     os.replace(partial, path)

@@ -372,17 +372,25 @@ def iter_type_batches(plan: ExportPlan, machine_type: str) -> Iterator[TypeBatch
             steps = min(steps, upcoming[0].seq - first_seq)
         buffers.fill(fleet.step() for _ in range(steps))
         columns = _time_columns(plan, first_seq, steps, count)
-        columns |= _sensor_columns(sensors, buffers.readings[:, :steps])
-        columns |= {name: _label_values(block[:steps]) for name, block in buffers.arrays.items()}
-        faults = {
-            name: _fault_entries(found, steps, count)
-            for name, found in buffers.fault_changes.items()
-        }
+        values, faults = _value_columns(buffers, sensors, steps, count)
+        columns |= values
         rows = steps * count
         yield TypeBatch(
             machine_type, first_seq, steps, count, machine_index[:rows], columns, faults, events
         )
         done += steps
+
+
+def _value_columns(
+    buffers: _Buffers, sensors: tuple[SensorSpec, ...], steps: int, count: int
+) -> tuple[dict[str, Column], dict[str, FaultEntries]]:
+    """The sensor and label columns of the ``steps`` filled, and the faults list columns."""
+    columns = _sensor_columns(sensors, buffers.readings[:, :steps])
+    columns |= {name: _label_values(block[:steps]) for name, block in buffers.arrays.items()}
+    faults = {
+        name: _fault_entries(found, steps, count) for name, found in buffers.fault_changes.items()
+    }
+    return columns, faults
 
 
 def _time_columns(plan: ExportPlan, first_seq: int, steps: int, count: int) -> dict[str, Column]:
@@ -444,3 +452,33 @@ def _fault_entries(changes: list[tuple[int, FaultSet]], steps: int, count: int) 
     if records:  # most batches have none: every list is empty
         np.cumsum(np.bincount(np.concatenate(rows), minlength=steps * count), out=offsets[1:])
     return FaultEntries(offsets, np.concatenate(indices), tuple(records))
+
+
+class FrameBatcher:
+    """One machine type's batches, in the export's columns, from frames of a whole fleet
+    (slot ``slot`` of each): what a recorder of a live stream writes."""
+
+    def __init__(self, machine_type: str, slot: int, count: int, max_steps: int) -> None:
+        self.machine_type, self.slot, self.count = machine_type, slot, count
+        self.sensors = MODEL_TYPES[machine_type].SENSORS
+        self.max_steps = max(1, max_steps)
+        self._buffers = _Buffers(len(self.sensors), self.max_steps, count)
+        self._machine_index = np.tile(np.arange(count, dtype=np.int32), self.max_steps)
+
+    def batch(self, frames: list[Frame], timestamps_ms: list[int]) -> TypeBatch:
+        """The rows of ``frames`` (at most ``max_steps``, any seqs in ascending order), each
+        stamped with its epoch time in ms."""
+        steps, count = len(frames), self.count
+        buffers = self._buffers
+        buffers.fill(frames, self.slot)
+        seq = np.array([frame.seq for frame in frames], dtype=np.int64)
+        time_s = np.array([frame.time_s for frame in frames])
+        columns: dict[str, Column] = {
+            "seq": (np.repeat(seq, count), None),
+            "time_s": (np.repeat(time_s, count), None),
+            "timestamp": (np.repeat(np.array(timestamps_ms, dtype=np.int64), count), None),
+        }
+        values, faults = _value_columns(buffers, self.sensors, steps, count)
+        columns |= values
+        index = self._machine_index[: steps * count]
+        return TypeBatch(self.machine_type, int(seq[0]), steps, count, index, columns, faults)
