@@ -95,6 +95,10 @@ class _Segment:
         write_json(self.directory / "manifest.json", document)
 
 
+class RecordingUnavailableError(RuntimeError):
+    """``--record`` cannot work here (pyarrow is missing, the directory cannot be made)."""
+
+
 class Recorder:
     """The recording outlet: its :attr:`sink` takes the frames, a task of its own writes."""
 
@@ -102,6 +106,18 @@ class Recorder:
 
     def __init__(self, settings: Settings, catalog: FleetCatalog) -> None:
         assert settings.record_dir is not None
+        try:
+            import pyarrow  # noqa: F401  (the writer thread needs it; say so at start-up)
+        except ImportError:
+            raise RecordingUnavailableError(
+                "--record writes Parquet with pyarrow: pip install 'demo-machine-server[export]'"
+            ) from None
+        try:
+            settings.record_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RecordingUnavailableError(
+                f"--record {settings.record_dir}: {error.strerror or error}"
+            ) from None
         self.directory, self.catalog = settings.record_dir, catalog
         self.every = (
             max(1, round(settings.tick_hz / settings.record_hz)) if settings.record_hz else 1

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -106,3 +107,33 @@ async def test_a_silent_connection_is_closed_after_the_keepalive_timeout() -> No
         assert await asyncio.wait_for(reader.read(), timeout=10) == b""  # closed, nothing sent
         assert time.monotonic() - began < 5
         writer.close()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--scenario", "{dir}/scenario.toml"], "{dir}/scenario.toml:1: actions entry 1: unknown "
+         "machine 'lathe_1'"),
+        (["--record", "{dir}/a-file/recording"], "--record {dir}/a-file/recording: Not a "
+         "directory"),
+    ],
+)  # fmt: skip
+def test_a_bad_scenario_or_recording_directory_stops_start_up_in_one_line(
+    tmp_path: Path, arguments: list[str], message: str
+) -> None:
+    (tmp_path / "scenario.toml").write_text(
+        '[[actions]]\nat = 1\nmachine = "lathe_1"\ncommand = "stop"\n'
+    )
+    (tmp_path / "a-file").write_text("")
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "--port", "0",
+         *(argument.format(dir=tmp_path) for argument in arguments)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"python -m server: {message.format(dir=tmp_path)}"
+    )
