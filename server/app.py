@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -67,6 +68,8 @@ def create_app(
     :mod:`server.sinks`).
     """
     clock = clock if clock is not None else MonotonicClock()
+    if settings.replay is not None:
+        return replay_app(settings, clock=clock, sinks=sinks)
     local = LocalSource(build_fleet(settings))
     store = new_store(settings, local.catalog)
     plant = LocalPlant(local)
@@ -82,6 +85,37 @@ def create_app(
     if isinstance(source, ScriptedSource):
         app[scenario_key] = source
     return app
+
+
+def replay_app(
+    settings: Settings, *, clock: Clock, sinks: Sequence[FrameSink] = ()
+) -> web.Application:
+    """The app serving a recording (``--replay``) at ``--speed`` times its own rate."""
+    from server.replay import ReplayPlant, ReplaySource, open_recording, replay_tick_hz
+
+    assert settings.replay is not None
+    recording = open_recording(settings.replay)
+    settings = dataclasses.replace(settings, tick_hz=replay_tick_hz(recording, settings.speed))
+    settings = dataclasses.replace(settings, speed=recording.dt_s * settings.tick_hz)
+    source = ReplaySource(recording, start_s=settings.replay_start_s, loop=settings.replay_loop)
+    store = new_store(settings, recording.catalog)
+    plant = ReplayPlant(store)
+    outlets = configured_outlets(settings, store, plant)
+    engine = Engine(
+        source,
+        SinkSet([store, *(outlet.sink for outlet in outlets), *sinks]),
+        tick_hz=settings.tick_hz,
+        clock=clock,
+    )
+    log.info(
+        "replaying %s: %d machine(s), %g s recorded at %g Hz, served at %g Hz",
+        settings.replay,
+        recording.catalog.size,
+        recording.duration_s,
+        1 / recording.dt_s,
+        settings.tick_hz,
+    )
+    return serving_app(settings, store, engine, plant, clock=clock, outlets=outlets)
 
 
 def scripted(settings: Settings, local: LocalSource) -> FrameSource:

@@ -15,6 +15,7 @@ from server.app import create_app
 from server.bus.publisher import LeaseHeldError
 from server.config import Settings, configure_logging, load_settings
 from server.recorder import RecordingUnavailableError
+from server.replay import ReplayError
 from server.serve import serve
 from simulation import FleetSpecError
 from simulation.scenario import ScenarioError
@@ -37,7 +38,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         status = asyncio.run(_serve(settings))
     except KeyboardInterrupt:  # Ctrl+C before the server was up (a web process waiting)
         status = 130
-    except (FleetSpecError, LeaseHeldError, ScenarioError, RecordingUnavailableError) as error:
+    except (
+        FleetSpecError,
+        LeaseHeldError,
+        ScenarioError,
+        RecordingUnavailableError,
+        ReplayError,
+    ) as error:
         sys.exit(f"python -m server: {error}")
     except OSError as error:  # address in use, not an address of this host, no permission
         reason = error.strerror or str(error)

@@ -273,6 +273,24 @@ class Settings:
         "TOML scenario: faults, commands and markers on the simulated clock, made at tick "
         "boundaries (shown at GET /scenario)",
     )
+    replay: Path | None = option(
+        None,
+        "--replay",
+        "REPLAY",
+        Path,
+        "serve an export's or a --record directory instead of simulating (faults and commands "
+        "refused); --speed times its own rate",
+    )
+    replay_start_s: float = option(
+        0.0,
+        "--start",
+        "REPLAY_START",
+        _non_negative_float,
+        "with --replay: seconds of simulated time into the recording to start at",
+    )
+    replay_loop: bool = option(
+        False, "--loop", "REPLAY_LOOP", None, "with --replay: start over at the end"
+    )
     record_dir: Path | None = option(
         None,
         "--record",

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from server.clock import Clock
 from server.sinks import SinkSet
-from server.source import FrameSource
+from server.source import FrameSource, SourceExhaustedError
 from simulation import Frame
 from simulation.catalog import FleetCatalog
 
@@ -103,6 +103,8 @@ class Engine:
     async def _run_logged(self) -> None:
         try:
             await self.run()
+        except SourceExhaustedError as end:
+            log.info("%s: no more ticks (seq %d)", end, self.stats.seq)
         except Exception:
             log.exception("the tick task failed; no more ticks will be served")
             raise

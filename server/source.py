@@ -1,4 +1,4 @@
-"""Frame sources: what the tick task steps. Today the local fleet; later a replay."""
+"""Frame sources: what the tick task steps: the local fleet, or a replay (server/replay.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ from simulation.catalog import FleetCatalog
 # Above this many machines a step runs in a worker thread (numpy releases the GIL in
 # large array operations) so the event loop keeps serving sockets meanwhile.
 THREAD_STEP_MIN_MACHINES = 5_000
+
+
+class SourceExhaustedError(Exception):
+    """A source with no more frames (a replay at its end): the ticks stop, nothing failed."""
 
 
 class FrameSource(Protocol):

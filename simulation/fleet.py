@@ -205,3 +205,9 @@ def _type_rng(seed: int, type_name: str) -> np.random.Generator:
     """One stream per machine type, so adding a type leaves the others' samples alone."""
     sequence = np.random.SeedSequence(seed, spawn_key=(zlib.crc32(type_name.encode()),))
     return np.random.default_rng(sequence)
+
+
+def catalog_of(spec: FleetSpec, *, seed: int, dt_s: float) -> FleetCatalog:
+    """The catalog a fleet of ``spec`` would have (for a process that reads its frames from
+    elsewhere, such as a replay)."""
+    return Fleet(spec, seed=seed, dt_s=dt_s).catalog

@@ -1,0 +1,229 @@
+"""``--replay PATH``: an export or a recording served through the same REST and WebSocket API.
+
+PATH is an export's directory or a ``--record`` directory (its ``seq-*`` segments in order);
+the Parquet files are read a batch at a time, and each tick serves the next recorded
+instant of every machine, readings and labels as recorded, renumbered from seq 1 on the tick
+clock (``--speed`` times the recording's own rate, at most the server's highest tick rate).
+``--start`` skips into the recording (seconds of its simulated time); at the end the ticks
+stop, or with ``--loop`` it starts over from its beginning, its simulated time going on.
+Faults and commands are refused with 409 ``replay``: the plant is a recording.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from server.config import MAX_TICK_HZ
+from server.plant import PlantChange, PlantUnavailableError
+from server.source import SourceExhaustedError
+from server.store import Store
+from simulation import Frame
+from simulation.catalog import FleetCatalog
+from simulation.faults import FaultRecord, FaultSet
+from simulation.fleet import catalog_of
+from simulation.fleet_spec import FleetSpec, MachineSpec
+from simulation.spec import STATE_NAMES, FaultRequest
+
+MANIFEST = "manifest.json"
+ROWS_PER_READ = 65_536
+
+
+class ReplayError(ValueError):
+    """A path that is not a recording this server can replay; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recording:
+    """What a replay serves: the fleet's catalog and the files of each type, in order."""
+
+    catalog: FleetCatalog
+    segments: tuple[Path, ...]
+    files: tuple[str, ...]  # per slot, the file name in each segment
+    dt_s: float
+    steps: int
+
+    @property
+    def duration_s(self) -> float:
+        return self.steps * self.dt_s
+
+
+def open_recording(path: Path) -> Recording:
+    """The recording at ``path``: an export's directory or a ``--record`` directory."""
+    if (path / MANIFEST).is_file():
+        segments = [path]
+    else:
+        segments = sorted(p for p in path.glob("seq-*") if (p / MANIFEST).is_file())
+    if not segments:
+        raise ReplayError(f"{path}: no {MANIFEST} (give an export's or a --record directory)")
+    manifests = [json.loads((segment / MANIFEST).read_text()) for segment in segments]
+    first = manifests[0]
+    if first.get("format") != "parquet":
+        raise ReplayError(f"{path}: a {first.get('format')} export; replay reads Parquet")
+    import pyarrow.parquet as pq
+
+    machines = []
+    files = []
+    for entry in first["files"]:
+        table = pq.read_table(segments[0] / entry["path"], columns=["machine_id"])
+        ids = table.column("machine_id").to_pylist()[: entry["machines"]]
+        machines += [MachineSpec(machine_id, entry["machine_type"]) for machine_id in ids]
+        files.append(entry["path"])
+    catalog = catalog_of(
+        FleetSpec(tuple(machines)), seed=int(first["seed"]), dt_s=float(first["dt_s"])
+    )
+    by_type = {entry["machine_type"]: entry["path"] for entry in first["files"]}
+    ordered = tuple(by_type[kind.name] for kind in catalog.types)
+    return Recording(catalog, tuple(segments), ordered, float(first["dt_s"]),
+                     sum(int(m["steps"]) for m in manifests))  # fmt: skip
+
+
+class ReplaySource:
+    """Frames from a recording, one per tick (a :class:`~server.source.FrameSource`)."""
+
+    def __init__(self, recording: Recording, *, start_s: float = 0.0, loop: bool = False):
+        if not 0 <= start_s < recording.duration_s:
+            raise ReplayError(
+                f"--start {start_s:g} s is outside the recording (0 to {recording.duration_s:g} s)"
+            )
+        self.recording, self.catalog = recording, recording.catalog
+        self.start_s, self.loop = start_s, loop
+        self.loops = 0
+        self._seq = 0
+        self._instants = self._read(start_s)
+
+    @property
+    def seq(self) -> int:
+        return self._seq
+
+    async def step(self) -> Frame:
+        try:
+            instant = next(self._instants)
+        except StopIteration:
+            if not self.loop:
+                raise SourceExhaustedError("the recording has ended") from None
+            self.loops += 1
+            self._instants = self._read(0.0)  # from the beginning, its time going on
+            instant = next(self._instants)
+        self._seq += 1
+        time_s, values, state, health, rul_s, faults = instant
+        time_s += self.loops * self.recording.duration_s
+        return Frame(seq=self._seq, time_s=time_s, values=values, state=state, health=health,
+                     rul_s=rul_s, faults=faults)  # fmt: skip
+
+    def close(self) -> None:
+        self._instants.close()
+
+    def _read(self, start_s: float) -> Generator[tuple[Any, ...], None, None]:
+        """Every recorded instant from ``start_s`` on: per slot, its machines' arrays."""
+        readers = [self._type_instants(slot) for slot in range(len(self.catalog.types))]
+        for instants in zip(*readers, strict=True):
+            time_s = instants[0][0]
+            if time_s < start_s - 1e-9:
+                continue
+            yield (
+                time_s,
+                *(tuple(instant[part] for instant in instants) for part in range(1, 6)),
+            )
+
+    def _type_instants(self, slot: int) -> Iterator[tuple[Any, ...]]:
+        import pyarrow.parquet as pq
+
+        kind = self.catalog.types[slot]
+        count = len(self.catalog.columns[slot])
+        sensors = kind.sensor_names
+        codes = {name: code for code, name in enumerate(STATE_NAMES)}
+        for segment in self.recording.segments:
+            handle = pq.ParquetFile(segment / self.recording.files[slot])
+            rows_per_read = max(count, ROWS_PER_READ // count * count)
+            for batch in handle.iter_batches(batch_size=rows_per_read):
+                columns = {name: batch.column(name) for name in batch.schema.names}
+                steps = batch.num_rows // count
+                readings = np.stack(
+                    [_floats(columns[name]).reshape(steps, count) for name in sensors]
+                )
+                states = np.array(
+                    [codes[value] for value in columns["state"].to_pylist()], dtype=np.int8
+                ).reshape(steps, count)
+                health = _floats(columns["health"]).reshape(steps, count)
+                rul = _floats(columns["rul_s"]).reshape(steps, count)
+                times = columns["time_s"].to_numpy()[::count]
+                faults = columns["faults"].to_pylist()
+                for step in range(steps):
+                    rows = faults[step * count : (step + 1) * count]
+                    yield (
+                        float(times[step]),
+                        readings[:, step, :],
+                        states[step],
+                        health[step],
+                        rul[step],
+                        _fault_set(rows, self.catalog.columns[slot]),
+                    )
+
+
+def _floats(column: Any) -> np.ndarray:
+    """A numeric column as float64, nulls as NaN."""
+    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def _fault_set(rows: list[list[dict[str, Any]] | None], ids: tuple[str, ...]) -> FaultSet:
+    """The active faults of one recorded instant (the file leaves out the machine id)."""
+    records, instances = [], []
+    for column, faults in enumerate(rows):
+        for fault in faults or ():
+            records.append(
+                FaultRecord(
+                    fault_id=fault["fault_id"],
+                    machine_id=ids[column],
+                    kind=fault["kind"],
+                    severity=fault["severity"],
+                    onset=fault["onset"],
+                    onset_s=fault["onset_s"],
+                    duration_s=fault["duration_s"],
+                    sensor=fault["sensor"],
+                    origin=fault["origin"],
+                )
+            )
+            instances.append(column)
+    return FaultSet(tuple(records), np.array(instances, dtype=np.int64))
+
+
+class ReplayPlant:
+    """A recording cannot be changed: every fault and command is refused (409)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.catalog = store.catalog
+
+    async def inject_fault(
+        self, machine_id: str, request: FaultRequest
+    ) -> PlantChange[FaultRecord]:
+        raise _refused()
+
+    async def clear_fault(self, machine_id: str, fault_id: str) -> PlantChange[FaultRecord]:
+        raise _refused()
+
+    async def command(self, machine_id: str, command: str) -> PlantChange[str]:
+        raise _refused()
+
+    async def active_faults(self, machine_id: str) -> tuple[FaultRecord, ...]:
+        slot, column = self.catalog.locate(machine_id)
+        frame = self.store.latest
+        assert frame is not None
+        return frame.faults[slot].of(column)
+
+
+def _refused() -> PlantUnavailableError:
+    return PlantUnavailableError(
+        409, "replay", "the plant is a recording (--replay): faults and commands are refused"
+    )
+
+
+def replay_tick_hz(recording: Recording, speed: float) -> float:
+    """Ticks per second that serve the recording at ``speed`` times its own rate."""
+    return min(MAX_TICK_HZ, speed / recording.dt_s)

@@ -1,0 +1,116 @@
+"""``--replay``: an export or a recording served through the same API, as recorded."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from server.export.runner import run_export
+from server.fleetfile import load_fleet
+from server.replay import ReplayError, ReplaySource, open_recording
+from server.scenario import load_scenario
+from server.source import SourceExhaustedError
+from simulation import Fleet
+from simulation.export.dataset import make_plan
+from tests.conftest import TEST_SEED, MakeServer
+
+DEMO = Path(__file__).parent.parent / "examples" / "plant-demo.toml"
+TYPES = {"robot_01": "robotic_arm", "cnc_01": "cnc_mill", "conveyor_01": "conveyor_belt"}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six simulated minutes of the demo scenario at 1 Hz."""
+    directory = tmp_path_factory.mktemp("export")
+    spec = load_fleet(None)[0]
+    plan = make_plan(spec, seed=TEST_SEED, rate_hz=1.0, duration_s=360.0)
+    catalog = Fleet(spec, seed=TEST_SEED, dt_s=1.0).catalog
+    plan = dataclasses.replace(plan, scenario=load_scenario(DEMO, catalog))
+    run_export(plan, directory, workers=1)
+    return directory
+
+
+def rows(directory: Path, machine_id: str) -> list[dict[str, Any]]:
+    table = pq.read_table(directory / f"{TYPES[machine_id]}.parquet")
+    return [row for row in table.to_pylist() if row["machine_id"] == machine_id]
+
+
+async def test_a_replay_serves_the_recording_through_the_api(
+    make_server: MakeServer, exported: Path
+) -> None:
+    server = await make_server(replay=exported, speed=10.0)
+    await server.clock.tick(359)
+    welcome = await (await server.client.get("/")).json()
+    assert (welcome["tick_hz"], welcome["seed"], welcome["seq"]) == (10.0, TEST_SEED, 360)
+    for machine_id in TYPES:
+        response = await server.client.get(f"/machines/{machine_id}/history?seconds=600")
+        served = await response.json()
+        recorded = rows(exported, machine_id)
+        assert [frame["seq"] for frame in served] == [row["seq"] for row in recorded]
+        for frame, row in zip(served, recorded, strict=True):
+            assert frame["state"] == row["state"]
+            assert [f["id"] for f in frame["faults"]] == [f["fault_id"] for f in row["faults"]]
+            for name, value in frame.items():
+                if name in row and isinstance(value, float) and row[name] is not None:
+                    assert value == pytest.approx(row[name], abs=1e-3), (machine_id, name)
+    assert any(
+        frame["faults"] for frame in await (await server.client.get(
+            "/machines/cnc_01/history?seconds=600")).json()
+    ), "the scenario's tool breakage is in the recording"  # fmt: skip
+
+
+async def test_a_replay_refuses_faults_and_commands_and_still_lists_faults(
+    make_server: MakeServer, exported: Path
+) -> None:
+    server = await make_server(replay=exported)
+    client = server.client
+    for response in (
+        await client.post("/machines/cnc_01/faults", json={"type": "tool_wear", "severity": 1}),
+        await client.post("/machines/cnc_01/commands", json={"command": "stop"}),
+        await client.delete("/machines/cnc_01/faults/cnc_mill-1"),
+    ):
+        assert response.status == 409
+        assert (await response.json())["error"] == "replay"
+    assert (await client.get("/machines/cnc_01/faults")).status == 200
+    assert (await client.get("/machines/nobody/faults")).status == 404
+
+
+async def test_start_skips_into_the_recording_and_loop_starts_it_over(exported: Path) -> None:
+    recording = open_recording(exported)
+    assert recording.steps == 360
+    seeking = ReplaySource(recording, start_s=200.0)
+    first = await seeking.step()
+    assert (first.seq, first.time_s) == (1, 200.0)
+    expected = rows(exported, "cnc_01")[199]
+    slot, column = recording.catalog.locate("cnc_01")
+    assert first.values[slot][0, column] == pytest.approx(expected["spindle_speed"])
+    looping = ReplaySource(recording, start_s=358.0, loop=True)
+    played = [await looping.step() for _ in range(4)]
+    assert [frame.time_s for frame in played] == [358.0, 359.0, 360.0, 361.0]
+    beginning = await ReplaySource(recording).step()
+    np.testing.assert_array_equal(played[3].values[slot], beginning.values[slot])
+    assert played[3].seq == 4, "served seqs go on"
+    ended = ReplaySource(recording, start_s=359.0)
+    await ended.step()
+    await ended.step()
+    with pytest.raises(SourceExhaustedError):
+        await ended.step()
+
+
+def test_a_path_that_is_no_recording_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ReplayError, match=r"no manifest\.json"):
+        open_recording(tmp_path)
+    with pytest.raises(ReplayError, match="outside the recording"):
+        ReplaySource(open_recording_of(tmp_path), start_s=1e9)
+
+
+def open_recording_of(tmp_path: Path) -> Any:
+    spec = load_fleet(None)[0]
+    plan = make_plan(spec, seed=1, rate_hz=1.0, duration_s=5.0)
+    run_export(plan, tmp_path / "small", workers=1)
+    return open_recording(tmp_path / "small")
