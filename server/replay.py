@@ -31,7 +31,7 @@ from simulation.fleet_spec import FleetSpec, MachineSpec
 from simulation.spec import STATE_NAMES, FaultRequest
 
 MANIFEST = "manifest.json"
-ROWS_PER_READ = 65_536
+ROWS_PER_READ = 16_384  # rows read at once: a read holds the loop for a few ms
 
 
 class ReplayError(ValueError):
@@ -147,15 +147,13 @@ class ReplaySource:
                 readings = np.stack(
                     [_floats(columns[name]).reshape(steps, count) for name in sensors]
                 )
-                states = np.array(
-                    [codes[value] for value in columns["state"].to_pylist()], dtype=np.int8
-                ).reshape(steps, count)
+                states = _codes(columns["state"], codes).reshape(steps, count)
                 health = _floats(columns["health"]).reshape(steps, count)
                 rul = _floats(columns["rul_s"]).reshape(steps, count)
                 times = columns["time_s"].to_numpy()[::count]
-                faults = columns["faults"].to_pylist()
+                faults = _sparse_faults(columns["faults"])
                 for step in range(steps):
-                    rows = faults[step * count : (step + 1) * count]
+                    rows = [faults.get(row) for row in range(step * count, (step + 1) * count)]
                     yield (
                         float(times[step]),
                         readings[:, step, :],
@@ -164,6 +162,21 @@ class ReplaySource:
                         rul[step],
                         _fault_set(rows, self.catalog.columns[slot]),
                     )
+
+
+def _codes(column: Any, codes: dict[str, int]) -> np.ndarray:
+    """State codes of a dictionary column, by its indices (no string per row)."""
+    mapping = np.array([codes[name] for name in column.dictionary.to_pylist()], dtype=np.int8)
+    return mapping[column.indices.to_numpy(zero_copy_only=False)]
+
+
+def _sparse_faults(column: Any) -> dict[int, list[dict[str, Any]]]:
+    """Row -> its faults, for the rows that have any (most have none)."""
+    offsets = column.offsets.to_numpy()
+    rows = np.flatnonzero(np.diff(offsets) > 0)
+    if not len(rows):
+        return {}
+    return dict(zip(rows.tolist(), column.take(rows).to_pylist(), strict=True))
 
 
 def _floats(column: Any) -> np.ndarray:
