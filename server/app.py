@@ -91,14 +91,15 @@ def replay_app(
     settings: Settings, *, clock: Clock, sinks: Sequence[FrameSink] = ()
 ) -> web.Application:
     """The app serving a recording (``--replay``) at ``--speed`` times its own rate."""
-    from server.replay import ReplayPlant, ReplaySource, open_recording, replay_tick_hz
+    from server.replay import ReplayPlant, open_replay, replay_tick_hz
 
     assert settings.replay is not None
-    recording = open_recording(settings.replay)
-    settings = dataclasses.replace(settings, tick_hz=replay_tick_hz(recording, settings.speed))
-    settings = dataclasses.replace(settings, speed=recording.dt_s * settings.tick_hz)
-    source = ReplaySource(recording, start_s=settings.replay_start_s, loop=settings.replay_loop)
-    store = new_store(settings, recording.catalog)
+    source = open_replay(
+        settings.replay, start_s=settings.replay_start_s, loop=settings.replay_loop
+    )
+    settings = dataclasses.replace(settings, tick_hz=replay_tick_hz(source.dt_s, settings.speed))
+    settings = dataclasses.replace(settings, speed=source.dt_s * settings.tick_hz)
+    store = new_store(settings, source.catalog)
     plant = ReplayPlant(store)
     outlets = configured_outlets(settings, store, plant)
     engine = Engine(
@@ -110,9 +111,9 @@ def replay_app(
     log.info(
         "replaying %s: %d machine(s), %g s recorded at %g Hz, served at %g Hz",
         settings.replay,
-        recording.catalog.size,
-        recording.duration_s,
-        1 / recording.dt_s,
+        source.catalog.size,
+        source.duration_s,
+        1 / source.dt_s,
         settings.tick_hz,
     )
     return serving_app(settings, store, engine, plant, clock=clock, outlets=outlets)

@@ -15,7 +15,7 @@ import json
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from simulation.faults import FaultRecord, FaultSet
 from simulation.fleet import catalog_of
 from simulation.fleet_spec import FleetSpec, MachineSpec
 from simulation.spec import STATE_NAMES, FaultRequest
+
+if TYPE_CHECKING:
+    from server.replay_csv import CsvReplaySource
 
 MANIFEST = "manifest.json"
 ROWS_PER_READ = 16_384  # rows read at once: a read holds the loop for a few ms
@@ -92,6 +95,7 @@ class ReplaySource:
                 f"--start {start_s:g} s is outside the recording (0 to {recording.duration_s:g} s)"
             )
         self.recording, self.catalog = recording, recording.catalog
+        self.dt_s, self.duration_s = recording.dt_s, recording.duration_s
         self.start_s, self.loop = start_s, loop
         self.loops = 0
         self._seq = 0
@@ -237,6 +241,16 @@ def _refused() -> PlantUnavailableError:
     )
 
 
-def replay_tick_hz(recording: Recording, speed: float) -> float:
-    """Ticks per second that serve the recording at ``speed`` times its own rate."""
-    return min(MAX_TICK_HZ, speed / recording.dt_s)
+def replay_tick_hz(dt_s: float, speed: float) -> float:
+    """Ticks per second that serve a recording of step ``dt_s`` at ``speed`` times its rate."""
+    return min(MAX_TICK_HZ, speed / dt_s)
+
+
+def open_replay(path: Path, *, start_s: float, loop: bool) -> ReplaySource | CsvReplaySource:
+    """The source ``--replay PATH`` names: a user's CSV mapping (a ``.toml`` file), or an
+    export's or a recording's directory."""
+    if path.suffix == ".toml":
+        from server.replay_csv import CsvReplaySource
+
+        return CsvReplaySource(path, start_s=start_s, loop=loop)
+    return ReplaySource(open_recording(path), start_s=start_s, loop=loop)

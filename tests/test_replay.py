@@ -114,3 +114,66 @@ def open_recording_of(tmp_path: Path) -> Any:
     plan = make_plan(spec, seed=1, rate_hz=1.0, duration_s=5.0)
     run_export(plan, tmp_path / "small", workers=1)
     return open_recording(tmp_path / "small")
+
+
+async def test_a_users_csv_with_a_mapping_is_served_on_the_tick_clock_gaps_as_nulls(
+    make_server: MakeServer, tmp_path: Path
+) -> None:
+    (tmp_path / "press.csv").write_text(
+        "time,temp_c,vibration_level\n"
+        "2026-05-01T08:00:00Z,30.5,0.5\n"
+        "2026-05-01T08:00:01.400Z,31.0,\n"  # irregular: between two ticks
+        "2026-05-01T08:00:02Z,31.5,0.7\n"
+        "2026-05-01T08:00:09Z,40.0,0.9\n"  # after a gap of 7 s
+    )
+    (tmp_path / "mill.csv").write_text(
+        "timestamp,spindle_speed\n1777622400,12000\n1777622405,12500\n"
+    )
+    (tmp_path / "plant.toml").write_text(
+        "rate_hz = 1\nmax_gap_s = 2\n\n"
+        '[[machines]]\nid = "press_1"\ntype = "robotic_arm"\nfile = "press.csv"\n'
+        'timestamp = "time"\n[machines.sensors]\ntemperature_core = "temp_c"\n\n'
+        '[[machines]]\nid = "mill_1"\ntype = "cnc_mill"\nfile = "mill.csv"\n'
+    )
+    server = await make_server(replay=tmp_path / "plant.toml")
+    await server.clock.tick(9)  # ten ticks: 08:00:00 to 08:00:09
+    listing = await (await server.client.get("/machines")).json()
+    assert {entry["id"] for entry in listing} == {"press_1", "mill_1"}
+    press = await (await server.client.get("/machines/press_1/history?seconds=600")).json()
+    temperatures = [frame["temperature_core"] for frame in press]
+    assert temperatures == [30.5, 30.5, 31.5, 31.5, 31.5, None, None, None, None, 40.0]
+    vibration = [frame["vibration_level"] for frame in press]
+    assert vibration[:3] == [0.5, 0.5, 0.7], "a blank cell is no reading: the older one holds"
+    assert all(frame["joint_1_angle"] is None for frame in press), "a column it lacks"
+    assert {(frame["state"], frame["health"], frame["rul_s"]) for frame in press} == {
+        ("running", None, None)
+    }, "a user's data carries no labels, and none are invented"
+    mill = await (await server.client.get("/machines/mill_1/history?seconds=600")).json()
+    assert [frame["spindle_speed"] for frame in mill][:8] == [
+        12000,
+        12000,
+        12000,
+        None,
+        None,
+        12500,
+        12500,
+        12500,
+    ]
+    response = await server.client.post("/machines/mill_1/commands", json={"command": "stop"})
+    assert response.status == 409
+
+
+def test_a_bad_mapping_is_refused_saying_why(tmp_path: Path) -> None:
+    from server.replay_csv import CsvReplaySource
+
+    mapping = tmp_path / "plant.toml"
+    mapping.write_text('[[machines]]\nid = "m"\ntype = "lathe"\nfile = "m.csv"\n')
+    with pytest.raises(ReplayError, match="lathe"):
+        CsvReplaySource(mapping)
+    mapping.write_text('[[machines]]\nid = "m"\ntype = "cnc_mill"\nfile = "none.csv"\n')
+    with pytest.raises(ReplayError, match="cannot read"):
+        CsvReplaySource(mapping)
+    (tmp_path / "m.csv").write_text("when,spindle_speed\n1,2\n")
+    mapping.write_text('[[machines]]\nid = "m"\ntype = "cnc_mill"\nfile = "m.csv"\n')
+    with pytest.raises(ReplayError, match="no timestamp column 'timestamp'"):
+        CsvReplaySource(mapping)
