@@ -177,3 +177,34 @@ def test_a_bad_mapping_is_refused_saying_why(tmp_path: Path) -> None:
     mapping.write_text('[[machines]]\nid = "m"\ntype = "cnc_mill"\nfile = "m.csv"\n')
     with pytest.raises(ReplayError, match="no timestamp column 'timestamp'"):
         CsvReplaySource(mapping)
+
+
+async def test_a_recording_replays_as_it_was_recorded(
+    make_server: MakeServer, tmp_path: Path
+) -> None:
+    from server.keys import outlets_key
+    from tests.redis_servers import eventually
+
+    recording = tmp_path / "recording"
+    live = await make_server(scenario=DEMO, speed=10.0, record_dir=recording,
+                             record_rotate_s=100.0)  # fmt: skip
+    (recorder,) = live.app[outlets_key]
+    for chunk in range(25):  # 250 ticks, in the writer's stride
+        await live.clock.tick(9 if chunk == 0 else 10)
+        await eventually(lambda chunk=chunk: recorder.stats.frames == 10 * (chunk + 1))
+    await recorder.stop()
+    assert len(list(recording.iterdir())) == 3, "segments of 100 s"
+    replay = await make_server(replay=recording, speed=10.0)
+    await replay.clock.tick(249)
+    for machine_id in TYPES:
+        path = f"/machines/{machine_id}/history?seconds=600"
+        recorded = await (await live.client.get(path)).json()
+        replayed = await (await replay.client.get(path)).json()
+        assert len(replayed) == len(recorded) == 250
+        for old, new in zip(recorded, replayed, strict=True):
+            assert new["seq"] == old["seq"]
+            assert new["state"] == old["state"]
+            assert [f["id"] for f in new["faults"]] == [f["id"] for f in old["faults"]]
+            for name, value in old.items():
+                if isinstance(value, float):
+                    assert new[name] == pytest.approx(value, abs=1e-3), name
