@@ -50,6 +50,7 @@ class Recording:
     files: tuple[str, ...]  # per slot, the file name in each segment
     dt_s: float
     steps: int
+    file_format: str = "parquet"
 
     @property
     def duration_s(self) -> float:
@@ -66,15 +67,15 @@ def open_recording(path: Path) -> Recording:
         raise ReplayError(f"{path}: no {MANIFEST} (give an export's or a --record directory)")
     manifests = [json.loads((segment / MANIFEST).read_text()) for segment in segments]
     first = manifests[0]
-    if first.get("format") != "parquet":
-        raise ReplayError(f"{path}: a {first.get('format')} export; replay reads Parquet")
-    import pyarrow.parquet as pq
-
+    file_format = first.get("format")
+    if file_format not in ("parquet", "csv"):
+        raise ReplayError(f"{path}: files of format {file_format!r}; replay reads parquet, csv")
     machines = []
     files = []
     for entry in first["files"]:
-        table = pq.read_table(segments[0] / entry["path"], columns=["machine_id"])
-        ids = table.column("machine_id").to_pylist()[: entry["machines"]]
+        count = int(entry["machines"])
+        batch = next(_batches(segments[0] / entry["path"], file_format, count))
+        ids = batch.column("machine_id").to_pylist()[:count]
         machines += [MachineSpec(machine_id, entry["machine_type"]) for machine_id in ids]
         files.append(entry["path"])
     catalog = catalog_of(
@@ -83,7 +84,7 @@ def open_recording(path: Path) -> Recording:
     by_type = {entry["machine_type"]: entry["path"] for entry in first["files"]}
     ordered = tuple(by_type[kind.name] for kind in catalog.types)
     return Recording(catalog, tuple(segments), ordered, float(first["dt_s"]),
-                     sum(int(m["steps"]) for m in manifests))  # fmt: skip
+                     sum(int(m["steps"]) for m in manifests), file_format)  # fmt: skip
 
 
 class ReplaySource:
@@ -136,16 +137,13 @@ class ReplaySource:
             )
 
     def _type_instants(self, slot: int) -> Iterator[tuple[Any, ...]]:
-        import pyarrow.parquet as pq
-
         kind = self.catalog.types[slot]
         count = len(self.catalog.columns[slot])
         sensors = kind.sensor_names
         codes = {name: code for code, name in enumerate(STATE_NAMES)}
         for segment in self.recording.segments:
-            handle = pq.ParquetFile(segment / self.recording.files[slot])
-            rows_per_read = max(count, ROWS_PER_READ // count * count)
-            for batch in handle.iter_batches(batch_size=rows_per_read):
+            path = segment / self.recording.files[slot]
+            for batch in _whole_steps(_batches(path, self.recording.file_format, count), count):
                 columns = {name: batch.column(name) for name in batch.schema.names}
                 steps = batch.num_rows // count
                 readings = np.stack(
@@ -168,14 +166,57 @@ class ReplaySource:
                     )
 
 
+def _batches(path: Path, file_format: str, count: int) -> Iterator[Any]:
+    """Record batches of a type file: Parquet by whole steps, CSV as the reader blocks it."""
+    if file_format == "parquet":
+        import pyarrow.parquet as pq
+
+        rows = max(count, ROWS_PER_READ // count * count)
+        yield from pq.ParquetFile(path).iter_batches(batch_size=rows)
+        return
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    options = pa_csv.ConvertOptions(
+        column_types={"state": pa.string(), "faults": pa.string(), "machine_id": pa.string()}
+    )
+    yield from pa_csv.open_csv(path, convert_options=options)
+
+
+def _whole_steps(batches: Iterator[Any], count: int) -> Iterator[Any]:
+    """The rows again, cut at whole steps (``count`` rows each), leftovers carried over."""
+    import pyarrow as pa
+
+    held = None
+    for batch in batches:
+        table = pa.Table.from_batches([batch]) if held is None else pa.concat_tables(
+            [held, pa.Table.from_batches([batch])])  # fmt: skip
+        whole = table.num_rows // count * count
+        if whole:
+            yield table.slice(0, whole).combine_chunks().to_batches()[0]
+        held = table.slice(whole) if whole < table.num_rows else None
+    if held is not None and held.num_rows:
+        raise ReplayError(f"{held.num_rows} rows past the last whole step of {count} machines")
+
+
 def _codes(column: Any, codes: dict[str, int]) -> np.ndarray:
-    """State codes of a dictionary column, by its indices (no string per row)."""
-    mapping = np.array([codes[name] for name in column.dictionary.to_pylist()], dtype=np.int8)
-    return mapping[column.indices.to_numpy(zero_copy_only=False)]
+    """State codes of a column: by a dictionary's indices (no string per row), or by name."""
+    if hasattr(column, "dictionary"):
+        names = column.dictionary.to_pylist()
+        mapping = np.array([codes[name] for name in names], dtype=np.int8)
+        return mapping[column.indices.to_numpy(zero_copy_only=False)]
+    return np.array([codes[name] for name in column.to_pylist()], dtype=np.int8)
 
 
 def _sparse_faults(column: Any) -> dict[int, list[dict[str, Any]]]:
-    """Row -> its faults, for the rows that have any (most have none)."""
+    """Row -> its faults, for the rows that have any (most have none); a CSV file holds them
+    as JSON text ("[]" for none)."""
+    if not hasattr(column, "offsets"):
+        return {
+            row: json.loads(text)
+            for row, text in enumerate(column.to_pylist())
+            if text and text != "[]"
+        }
     offsets = column.offsets.to_numpy()
     rows = np.flatnonzero(np.diff(offsets) > 0)
     if not len(rows):

@@ -208,3 +208,20 @@ async def test_a_recording_replays_as_it_was_recorded(
             for name, value in old.items():
                 if isinstance(value, float):
                     assert new[name] == pytest.approx(value, abs=1e-3), name
+
+
+async def test_an_export_in_csv_replays_as_its_parquet_twin(exported: Path, tmp_path: Path) -> None:
+    spec = load_fleet(None)[0]
+    plan = make_plan(spec, seed=TEST_SEED, rate_hz=1.0, duration_s=360.0)
+    catalog = Fleet(spec, seed=TEST_SEED, dt_s=1.0).catalog
+    plan = dataclasses.replace(plan, scenario=load_scenario(DEMO, catalog))
+    run_export(plan, tmp_path / "csv", file_format="csv", workers=1)
+    from_csv = ReplaySource(open_recording(tmp_path / "csv"))
+    from_parquet = ReplaySource(open_recording(exported))
+    for _ in range(360):
+        ours, theirs = await from_csv.step(), await from_parquet.step()
+        assert ours.time_s == theirs.time_s
+        for name in ("values", "state", "health", "rul_s"):
+            for a, b in zip(getattr(ours, name), getattr(theirs, name), strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+        assert [f.records for f in ours.faults] == [f.records for f in theirs.faults]
