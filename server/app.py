@@ -91,7 +91,7 @@ def replay_app(
     settings: Settings, *, clock: Clock, sinks: Sequence[FrameSink] = ()
 ) -> web.Application:
     """The app serving a recording (``--replay``) at ``--speed`` times its own rate."""
-    from server.replay import ReplayPlant, open_replay, replay_tick_hz
+    from server.replay import ReplayPlant, RunStore, open_replay, replay_tick_hz
 
     assert settings.replay is not None
     source = open_replay(
@@ -104,7 +104,7 @@ def replay_app(
     outlets = configured_outlets(settings, store, plant)
     engine = Engine(
         source,
-        SinkSet([store, *(outlet.sink for outlet in outlets), *sinks]),
+        SinkSet([RunStore(store, source), *(outlet.sink for outlet in outlets), *sinks]),
         tick_hz=settings.tick_hz,
         clock=clock,
     )

@@ -5,13 +5,15 @@ the Parquet files are read a batch at a time, and each tick serves the next reco
 instant of every machine, readings and labels as recorded, renumbered from seq 1 on the tick
 clock (``--speed`` times the recording's own rate, at most the server's highest tick rate).
 ``--start`` skips into the recording (seconds of its simulated time); at the end the ticks
-stop, or with ``--loop`` it starts over from its beginning, its simulated time going on.
+stop, or with ``--loop`` it starts over from its beginning as a new run (a new epoch, its
+simulated time going on).
 Faults and commands are refused with 409 ``replay``: the plant is a recording.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +101,7 @@ class ReplaySource:
         self.dt_s, self.duration_s = recording.dt_s, recording.duration_s
         self.start_s, self.loop = start_s, loop
         self.loops = 0
+        self.new_run = False  # set by a loop: the next frame starts a new run (a new epoch)
         self._seq = 0
         self._instants = self._read(start_s)
 
@@ -113,6 +116,7 @@ class ReplaySource:
             if not self.loop:
                 raise SourceExhaustedError("the recording has ended") from None
             self.loops += 1
+            self.new_run = True
             self._instants = self._read(0.0)  # from the beginning, its time going on
             instant = next(self._instants)
         self._seq += 1
@@ -249,6 +253,23 @@ def _fault_set(rows: list[list[dict[str, Any]] | None], ids: tuple[str, ...]) ->
             )
             instances.append(column)
     return FaultSet(tuple(records), np.array(instances, dtype=np.int64))
+
+
+class RunStore:
+    """The store as a replay's sink: the first frame of each loop starts a new run (a new
+    epoch: the history of the last one dropped, every subscriber told, ``GET /`` shows it)."""
+
+    name = "store"
+
+    def __init__(self, store: Store, source: ReplaySource | CsvReplaySource) -> None:
+        self.store, self.source = store, source
+
+    def publish(self, frame: Frame, timestamp_s: float) -> None:
+        if self.source.new_run:
+            self.source.new_run = False
+            self.store.reset(self.store.catalog, uuid.uuid4().hex, frame, timestamp_s)
+        else:
+            self.store.publish(frame, timestamp_s)
 
 
 class ReplayPlant:

@@ -93,6 +93,7 @@ class CsvReplaySource:
             raise ReplayError(f"--start {start_s:g} s is outside the data (0 to "
                               f"{(self.ticks - 1) * self.dt_s:g} s)")  # fmt: skip
         self.loop = loop
+        self.new_run = False  # set by a loop: the next frame starts a new run (a new epoch)
         self._tick = self.first_tick
         self._seq = 0
         self._loops = 0
@@ -110,6 +111,7 @@ class CsvReplaySource:
             if not self.loop:
                 raise SourceExhaustedError("the data has ended")
             self._tick, self._loops = 0, self._loops + 1
+            self.new_run = True
         moment = self.t0 + self._tick * self.dt_s
         values, states, unknown, faults = [], [], [], []
         for ids in self.catalog.columns:

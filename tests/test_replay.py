@@ -225,3 +225,24 @@ async def test_an_export_in_csv_replays_as_its_parquet_twin(exported: Path, tmp_
             for a, b in zip(getattr(ours, name), getattr(theirs, name), strict=True):
                 np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
         assert [f.records for f in ours.faults] == [f.records for f in theirs.faults]
+
+
+async def test_a_loop_starts_a_new_run_that_clients_are_told_of(
+    make_server: MakeServer, tmp_path: Path
+) -> None:
+    open_recording_of(tmp_path)  # five seconds at 1 Hz
+    server = await make_server(replay=tmp_path / "small", replay_loop=True)
+    ws = await server.client.ws_connect("/ws")
+    await ws.send_json({"op": "subscribe", "machines": ["robot_01"], "id": 1})
+    first_epoch = (await (await server.client.get("/")).json())["epoch"]
+    await server.clock.tick(6)  # seq 7: the second run's second frame
+    messages = []
+    while not any(m.get("op") == "reset" for m in messages) or "machine_id" not in messages[-1]:
+        messages.append(await ws.receive_json(timeout=5))
+    notice = next(m for m in messages if m.get("op") == "reset")
+    welcome = await (await server.client.get("/")).json()
+    assert notice["epoch"] == welcome["epoch"] != first_epoch
+    assert notice["seq"] == 6
+    history = await (await server.client.get("/machines/robot_01/history?seconds=600")).json()
+    assert [frame["seq"] for frame in history] == [6, 7], "the first run's frames are gone"
+    await ws.close()
