@@ -14,58 +14,17 @@ the CPU of the simulator, the web process and Redis. Both are stopped by their p
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from bench.fanout import (
-    REPO,
-    cpu_seconds,
-    free_port,
-    http_get,
-    metric,
-    scrape_metrics,
-    stop_process,
-    write_fleet,
-)
-
-START_LIMIT_S = 120.0
-PAGE = "/health"
-
-
-@contextlib.contextmanager
-def started(arguments: Sequence[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "server", "--host", "127.0.0.1", *arguments],
-            cwd=REPO,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        yield process
-    finally:
-        stop_process(process)
-
-
-def wait_serving(process: subprocess.Popen[bytes], port: int) -> None:
-    deadline = time.monotonic() + START_LIMIT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"a server exited during start-up (status {process.returncode})")
-        with contextlib.suppress(OSError):
-            http_get(port, PAGE, 2.0)
-            return
-        time.sleep(0.2)
-    raise SystemExit(f"not serving on {port} after {START_LIMIT_S:g} s")
+from bench.fanout import cpu_seconds, free_port, metric, scrape_metrics, write_fleet
+from bench.servers import started_server
 
 
 def redis_pid(url: str) -> int | None:
@@ -84,23 +43,22 @@ def measure(
     common = ["--bus", url, "--bus-prefix", prefix, "--fleet", str(fleet), "--seed", "1"]
     simulator_port, web_port = free_port(), free_port()
     simulator_args = [
-        "--role", "simulator", "--port", str(simulator_port), "--tick-hz", f"{tick_hz:g}",
+        "--role", "simulator", "--tick-hz", f"{tick_hz:g}",
         "--bus-shard-machines", str(shard_machines), *common,
     ]  # fmt: skip
-    with started(simulator_args, directory / "simulator.log") as simulator:
-        wait_serving(simulator, simulator_port)
-        with started(
-            ["--role", "web", "--port", str(web_port), *common], directory / "web.log"
-        ) as web:
-            wait_serving(web, web_port)
-            time.sleep(settle_s)
-            redis_process = redis_pid(url)
-            pids = {"simulator": simulator.pid, "web": web.pid, "redis": redis_process}
-            cpu_began = {name: cpu_seconds(pid) for name, pid in pids.items() if pid}
-            sim_began, web_began = scrape_metrics(simulator_port), scrape_metrics(web_port)
-            time.sleep(window_s)
-            cpu_ended = {name: cpu_seconds(pid) for name, pid in pids.items() if pid}
-            sim_ended, web_ended = scrape_metrics(simulator_port), scrape_metrics(web_port)
+    simulator_log, web_log = directory / "simulator.log", directory / "web.log"
+    with (
+        started_server(simulator_args, simulator_log, port=simulator_port) as simulator,
+        started_server(["--role", "web", *common], web_log, port=web_port) as web,
+    ):
+        time.sleep(settle_s)
+        redis_process = redis_pid(url)
+        pids = {"simulator": simulator.pid, "web": web.pid, "redis": redis_process}
+        cpu_began = {name: cpu_seconds(pid) for name, pid in pids.items() if pid}
+        sim_began, web_began = scrape_metrics(simulator_port), scrape_metrics(web_port)
+        time.sleep(window_s)
+        cpu_ended = {name: cpu_seconds(pid) for name, pid in pids.items() if pid}
+        sim_ended, web_ended = scrape_metrics(simulator_port), scrape_metrics(web_port)
 
     def delta(samples: tuple[Any, Any], name: str) -> float:
         return metric(samples[1], name) - metric(samples[0], name)

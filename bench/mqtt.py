@@ -23,30 +23,25 @@ import contextlib
 import multiprocessing
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from bench.fanout import (
-    REPO,
     cpu_seconds,
     free_port,
-    http_get,
     metric,
     scrape_metrics,
-    stop_process,
     write_fleet,
 )
+from bench.servers import started_server
 
-START_LIMIT_S = 60.0
 PAYLOAD = (
     b'{"machine_id":"robot_01","type":"robotic_arm","timestamp":"2026-12-03T18:42:51.668Z",'
     b'"seq":39,"joint_1_angle":-29.20,"temperature_core":23.13,"vibration_level":0.777,'
@@ -116,42 +111,6 @@ def broker_pid(url: str) -> int | None:
     return None
 
 
-@contextlib.contextmanager
-def server(arguments: Sequence[str], log: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    port = free_port()
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                *arguments,
-            ],
-            cwd=REPO,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + START_LIMIT_S
-        while True:
-            if process.poll() is not None:
-                raise SystemExit(f"the server exited during start-up; see {log}")
-            try:
-                http_get(port, "/health", 2.0)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"the server did not start; see {log}") from None
-                time.sleep(0.2)
-        yield process, port
-    finally:
-        stop_process(process)
-
-
 def run(
     url: str, machines: int, hz: float, window_s: float, settle_s: float, output: str
 ) -> dict[str, Any]:
@@ -160,7 +119,8 @@ def run(
     arguments = ["--fleet", str(write_fleet(directory, machines)), "--seed", "1"]
     arguments += ["--mqtt", url, "--mqtt-prefix", prefix, "--mqtt-hz", f"{hz:g}"]
     arguments += ["--mqtt-format", output]
-    with server(arguments, directory / "server.log") as (process, port):
+    port = free_port()
+    with started_server(arguments, directory / "server.log", port=port) as process:
         start = time.time() + settle_s
         end = start + window_s
         parent, child = multiprocessing.Pipe()

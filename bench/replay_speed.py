@@ -24,14 +24,11 @@ from bench.fanout import (
     REPO,
     cpu_seconds,
     free_port,
-    http_get,
     metric,
     scrape_metrics,
-    stop_process,
     write_fleet,
 )
-
-START_LIMIT_S = 120.0
+from bench.servers import started_server
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -56,31 +53,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"exported {args.machines:,} machines x {args.minutes:g} min in "
           f"{time.perf_counter() - began:.1f} s")  # fmt: skip
     port = free_port()
-    with (directory / "server.log").open("wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port),
-             "--replay", str(export), "--speed", f"{args.speed:g}", "--loop"],
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + START_LIMIT_S
-        while True:
-            try:
-                http_get(port, "/health", 2.0)
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    log_path = directory / "server.log"
-                    raise SystemExit(f"the replay did not start; see {log_path}") from None
-                time.sleep(0.2)
+    arguments = ["--replay", str(export), "--speed", f"{args.speed:g}", "--loop"]
+    with started_server(arguments, directory / "server.log", port=port) as server:
         time.sleep(args.settle)
         first, cpu_first = scrape_metrics(port), cpu_seconds(server.pid)
         time.sleep(args.window)
         last, cpu_last = scrape_metrics(port), cpu_seconds(server.pid)
-    finally:
-        stop_process(server)
     asked = min(args.speed, 100.0)
     served = (metric(last, "dms_ticks_total") - metric(first, "dms_ticks_total")) / args.window
     overruns = metric(last, "dms_tick_overruns_total") - metric(first, "dms_tick_overruns_total")
