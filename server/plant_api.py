@@ -62,13 +62,7 @@ async def inject_fault(request: web.Request) -> web.Response:
             "a fault needs 'type' and 'severity'",
             valid_types=list(catalog.machine_type(machine_id).fault_kinds),
         )
-    fault = FaultRequest(
-        kind=body["type"],
-        severity=body["severity"],
-        onset=body.get("onset", "step"),
-        duration_s=body.get("duration_s"),
-        sensor=body.get("sensor"),
-    )
+    fault = fault_request(body)
     try:
         change = await request.app[plant_key].inject_fault(machine_id, fault)
     except (ControlError, PlantUnavailableError) as error:
@@ -110,6 +104,17 @@ async def send_command(request: web.Request) -> web.Response:
             "mode": change.result,
             "effective_seq": change.effective_seq,
         }
+    )
+
+
+def fault_request(body: dict[str, Any]) -> FaultRequest:
+    """The fault a body of :data:`FAULT_KEYS` asks for (checked where it is carried out)."""
+    return FaultRequest(
+        kind=body["type"],
+        severity=body["severity"],
+        onset=body.get("onset", "step"),
+        duration_s=body.get("duration_s"),
+        sensor=body.get("sensor"),
     )
 
 

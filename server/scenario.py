@@ -44,7 +44,6 @@ class ScriptedSource:
     def __init__(self, inner: LocalSource, actions: tuple[Action, ...], *, path: Path) -> None:
         self.inner, self.path = inner, path
         self.catalog = inner.catalog
-        self.lock = inner.lock
         self.timeline = Timeline(actions)
         self.fired: collections.deque[Event] = collections.deque(maxlen=FIRED_KEPT)
         self.fired_count = self.refused_count = 0

@@ -19,10 +19,9 @@ from typing import Any
 from server.jsontext import MalformedJsonError, parse_json
 from server.labels import fault_json
 from server.plant import PlantControl, PlantUnavailableError
-from server.plant_api import FAULT_KEYS, MAX_BODY_BYTES, refusal_body
+from server.plant_api import FAULT_KEYS, MAX_BODY_BYTES, fault_request, refusal_body
 from server.store import Store
 from simulation.errors import ControlError
-from simulation.spec import FaultRequest
 
 ACTIONS = ("command", "fault", "clear_fault")
 
@@ -81,14 +80,7 @@ async def _apply(
     unknown = sorted(set(argument) - set(FAULT_KEYS))
     if unknown:
         raise ControlError(f"unknown fault key(s) {unknown}", field="fault", valid=FAULT_KEYS)
-    request = FaultRequest(
-        kind=argument["type"],
-        severity=argument["severity"],
-        onset=argument.get("onset", "step"),
-        duration_s=argument.get("duration_s"),
-        sensor=argument.get("sensor"),
-    )
-    injected = await plant.inject_fault(machine_id, request)
+    injected = await plant.inject_fault(machine_id, fault_request(argument))
     record = injected.result
     return {
         "fault": fault_json(record, store.onset_timestamp(record.onset_s)),
