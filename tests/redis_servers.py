@@ -123,10 +123,13 @@ async def own_redis(
         server.stop()
 
 
-async def eventually(predicate: Callable[[], object], limit_s: float = 5.0, what: str = "") -> None:
-    """Wait until ``predicate()`` is true (real I/O in between), for at most ``limit_s``."""
+async def eventually(
+    predicate: Callable[[], object], limit_s: float = 5.0, what: str = "", every_s: float = 0.005
+) -> None:
+    """Wait until ``predicate()`` is true (real I/O in between), for at most ``limit_s``,
+    asking every ``every_s``."""
     deadline = time.monotonic() + limit_s
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {limit_s} s: {what}")
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(every_s)

@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +14,7 @@ import aiohttp
 import pytest
 
 from tests.processes import free_port
-from tests.redis_servers import drop_prefix, require_shared
+from tests.redis_servers import drop_prefix, eventually, require_shared
 
 START_LIMIT_S = 30.0
 
@@ -58,14 +57,9 @@ def listening_pids(port: int, pids: list[int]) -> set[int]:
     return holders
 
 
-async def wait_for(
-    condition: Callable[[], object], what: str, limit_s: float = START_LIMIT_S
-) -> None:
-    deadline = time.monotonic() + limit_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {limit_s} s: {what}")
-        await asyncio.sleep(0.1)
+async def wait_for(condition: Callable[[], object], what: str) -> None:
+    """Until ``condition()`` holds; each check reads /proc, so a tenth of a second apart."""
+    await eventually(condition, START_LIMIT_S, what, every_s=0.1)
 
 
 async def test_workers_share_the_port_restart_a_dead_one_and_stop_together() -> None:
